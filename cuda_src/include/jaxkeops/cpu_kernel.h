@@ -1,0 +1,157 @@
+// The CPU loop schedule of a generated kernel.
+//
+// A generated kernel defines a `Formula` struct (its arguments and an `eval` template printed
+// from the formula) and instantiates `jk::run_cpu<Formula, Reduction>` as its `jk_run`. The
+// schedule:
+//   - rows of the output are taken in super-blocks of SB rows, whose reduction states stay in
+//     cache while the reduced axis is swept;
+//   - the reduced axis is swept in tiles of TJ rows; each tile of the inner variables is copied
+//     once into a structure-of-arrays buffer, zero-padded to whole SIMD vectors, so that the
+//     formula reads L consecutive reduced rows as one aligned vector;
+//   - RB output rows are evaluated against each vector of reduced rows, so that each load of the
+//     inner variables serves RB rows.
+#ifndef JAXKEOPS_CPU_KERNEL_H
+#define JAXKEOPS_CPU_KERNEL_H
+
+#include <stdlib.h>
+
+#include "jaxkeops/cpu_reductions.h"
+#include "jaxkeops/kernel_abi.h"
+
+namespace jk {
+
+enum Role { OUTER = 0, INNER = 1, PARAM = 2 };
+
+struct ArgInfo {
+  int role;
+  int dim;
+  int offset;  // where the argument's components start among those of its role
+};
+
+template <class T> struct AlignedBuffer {
+  T* ptr = nullptr;
+  explicit AlignedBuffer(size_t count) {
+    size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
+    ptr = (T*)aligned_alloc(64, bytes ? bytes : 64);
+  }
+  ~AlignedBuffer() { free(ptr); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+};
+
+template <class F, class R> struct CpuSchedule {
+  using S = typename F::S;
+  using V = simd_t<S>;
+  using J = index_t<V>;
+  using M = mask_t<V>;
+  using State = typename R::State;
+  static constexpr int L = traits<V>::lanes;
+  static constexpr int DO = F::OUTER_DIM, DI = F::INNER_DIM, DP = F::PARAM_DIM;
+  static constexpr int DO1 = DO > 0 ? DO : 1, DI1 = DI > 0 ? DI : 1, DP1 = DP > 0 ? DP : 1;
+  static constexpr int RB = F::ROW_BLOCK;
+  // A tile of the inner variables fills about 128 KiB: it stays in L2 while SB rows use it.
+  static constexpr int TJ_RAW = (128 * 1024) / (int)(DI1 * sizeof(S));
+  static constexpr int TJ = TJ_RAW < L ? L : (TJ_RAW > 4096 ? 4096 : TJ_RAW / L * L);
+  static constexpr int SB = 512;
+
+  JK_FN static void pack_tile(const jk_task* t, S* buf, int64_t j0, int nj) {
+    int groups = (nj + L - 1) / L;
+    for (int a = 0; a < F::N_ARGS; ++a) {
+      const ArgInfo& info = F::ARGS[a];
+      if (info.role != INNER) continue;
+      const S* src = (const S*)t->args[a] + j0 * info.dim;
+      for (int g = 0; g < groups; ++g) {
+        S* dst = buf + (size_t)g * DI * L + (size_t)info.offset * L;
+        for (int l = 0; l < L; ++l) {
+          int j = g * L + l;
+          for (int k = 0; k < info.dim; ++k)
+            dst[k * L + l] = j < nj ? src[(size_t)j * info.dim + k] : S(0);
+        }
+      }
+    }
+  }
+
+  JK_FN static void load_outer(const jk_task* t, int64_t row, V* o) {
+    for (int a = 0; a < F::N_ARGS; ++a) {
+      const ArgInfo& info = F::ARGS[a];
+      if (info.role != OUTER) continue;
+      const S* src = (const S*)t->args[a] + row * info.dim;
+      for (int k = 0; k < info.dim; ++k) o[info.offset + k] = cst<V>(src[k]);
+    }
+  }
+
+  template <int NR>
+  JK_FN static void sweep_tile(const S* buf, const V (*o)[DO1], const V* p, State* st,
+                               int nj, int64_t j0) {
+    J iota;
+    if constexpr (L == 1) {
+      iota = 0;
+    } else {
+      for (int l = 0; l < L; ++l) iota[l] = l;
+    }
+    const int full = nj / L;
+    for (int g = 0; g < full; ++g) {
+      const V* n = (const V*)(buf + (size_t)g * DI * L);
+      J j = iota + (g * L);
+      for (int r = 0; r < NR; ++r) {
+        V f[F::DIM];
+        F::eval(o[r], n, p, f);
+        R::template accumulate<false>(st[r], f, j, M{}, j0);
+      }
+    }
+    if (full * L < nj) {
+      const V* n = (const V*)(buf + (size_t)full * DI * L);
+      J j = iota + (full * L);
+      M valid = j < (J{} + nj);
+      for (int r = 0; r < NR; ++r) {
+        V f[F::DIM];
+        F::eval(o[r], n, p, f);
+        R::template accumulate<true>(st[r], f, j, valid, j0);
+      }
+    }
+  }
+
+  static int run(const jk_task* t) {
+    const int64_t n_red = t->n_red;
+    AlignedBuffer<S> buf((size_t)TJ * DI1);
+    AlignedBuffer<State> states(SB);
+    if (!buf.ptr || !states.ptr) return 1;
+    V p[DP1];
+    for (int a = 0; a < F::N_ARGS; ++a) {
+      const ArgInfo& info = F::ARGS[a];
+      if (info.role != PARAM) continue;
+      for (int k = 0; k < info.dim; ++k) p[info.offset + k] = cst<V>(((const S*)t->args[a])[k]);
+    }
+    for (int64_t row0 = t->row_begin; row0 < t->row_end; row0 += SB) {
+      const int rows = (int)(t->row_end - row0 < SB ? t->row_end - row0 : SB);
+      for (int r = 0; r < rows; ++r) R::start_row(states.ptr[r]);
+      for (int64_t j0 = 0; j0 < n_red; j0 += TJ) {
+        const int nj = (int)(n_red - j0 < TJ ? n_red - j0 : TJ);
+        if constexpr (DI > 0) pack_tile(t, buf.ptr, j0, nj);
+        int r = 0;
+        for (; r < rows; r += RB) {
+          const int nr = rows - r < RB ? rows - r : RB;
+          V o[RB][DO1];
+          for (int q = 0; q < nr; ++q) {
+            load_outer(t, row0 + r + q, o[q]);
+            R::start_tile(states.ptr[r + q]);
+          }
+          if (nr == RB) {
+            sweep_tile<RB>(buf.ptr, o, p, states.ptr + r, nj, j0);
+          } else {
+            for (int q = 0; q < nr; ++q) sweep_tile<1>(buf.ptr, o + q, p, states.ptr + r + q, nj, j0);
+          }
+          for (int q = 0; q < nr; ++q) R::end_tile(states.ptr[r + q], j0);
+        }
+      }
+      for (int r = 0; r < rows; ++r) R::finish(states.ptr[r], t->outs, row0 + r);
+    }
+    return 0;
+  }
+};
+
+template <class F, class R> int run_cpu(const jk_task* t) { return CpuSchedule<F, R>::run(t); }
+
+}  // namespace jk
+
+#endif  // JAXKEOPS_CPU_KERNEL_H

@@ -1,0 +1,264 @@
+// Reductions for the CPU schedule (cpu_kernel.h), one struct each, with a common contract:
+//
+//   State                      the running result of one output row: a scalar part that lives
+//                              across tiles, and a SIMD part (one value per lane) for one tile
+//   start_row(State&)          the neutral element
+//   start_tile(State&)         resets the SIMD part
+//   accumulate<MASKED>(State&, const V* f, J j, M valid, int64_t j0)
+//                              folds in f, the formula at L consecutive reduced rows whose
+//                              tile-local indices are j (MASKED: only lanes where valid is set)
+//   end_tile(State&, int64_t j0)   merges the lanes into the scalar part (j0: the tile's start)
+//   finish(const State&, void* const* outs, int64_t row)   writes the outputs of one row
+//
+// Lanes and tiles both take reduced indices in increasing order, so ties resolve to the first
+// index, as jnp.argmin and lax.top_k do.
+#ifndef JAXKEOPS_CPU_REDUCTIONS_H
+#define JAXKEOPS_CPU_REDUCTIONS_H
+
+#include "jaxkeops/math.h"
+
+namespace jk {
+
+template <class V> using index_t = typename traits<V>::index;
+
+template <class V> JK_FN scalar_t<V> lane(const V& v, int l) {
+  if constexpr (traits<V>::lanes == 1) return v; else return v[l];
+}
+template <class J> JK_FN int64_t lane_index(const J& v, int l) {
+  if constexpr (sizeof(J) <= 8) return (int64_t)v; else return (int64_t)v[l];
+}
+
+// Sum, with block summation (lanes add up within a tile, tiles add up per row) or, with
+// KAHAN, compensated summation of every term.
+template <class V, int DIM, bool KAHAN> struct SumReduction {
+  using S = scalar_t<V>;
+  struct State {
+    V lanes[DIM], comp[DIM];
+    S total[DIM];
+  };
+  JK_FN static void start_row(State& s) {
+    for (int k = 0; k < DIM; ++k) s.total[k] = 0;
+  }
+  JK_FN static void start_tile(State& s) {
+    for (int k = 0; k < DIM; ++k) s.lanes[k] = cst<V>(0), s.comp[k] = cst<V>(0);
+  }
+  template <bool MASKED, class J, class M>
+  JK_FN static void accumulate(State& s, const V* f, J, M valid, int64_t) {
+    for (int k = 0; k < DIM; ++k) {
+      V x = f[k];
+      if constexpr (MASKED) x = select(valid, x, cst<V>(0));
+      if constexpr (KAHAN) {
+        V y = x - s.comp[k];
+        V t = s.lanes[k] + y;
+        s.comp[k] = (t - s.lanes[k]) - y;
+        s.lanes[k] = t;
+      } else {
+        s.lanes[k] = s.lanes[k] + x;
+      }
+    }
+  }
+  JK_FN static void end_tile(State& s, int64_t) {
+    for (int k = 0; k < DIM; ++k) {
+      S tile = 0;
+      for (int l = 0; l < traits<V>::lanes; ++l) tile += lane(s.lanes[k], l);
+      s.total[k] += tile;
+    }
+  }
+  JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
+    S* out = (S*)outs[0] + row * DIM;
+    for (int k = 0; k < DIM; ++k) out[k] = s.total[k];
+  }
+};
+
+// Min or Max (MAX) per component, optionally with the index of the extremum (ARG), and
+// optionally with the value (VALUE). A NaN wins, as in jnp.min and jnp.argmin.
+template <class V, int DIM, bool MAX, bool VALUE, bool ARG, class I> struct ExtremumReduction {
+  using S = scalar_t<V>;
+  using J = index_t<V>;
+  struct State {
+    V best[DIM];
+    J arg[DIM];
+    S row_best[DIM];
+    int64_t row_arg[DIM];
+  };
+  JK_FN static bool better(S x, S best) {
+    return (MAX ? x > best : x < best) || (x != x && best == best);
+  }
+  JK_FN static void start_row(State& s) {
+    for (int k = 0; k < DIM; ++k) s.row_best[k] = MAX ? -INFINITY : INFINITY, s.row_arg[k] = 0;
+  }
+  JK_FN static void start_tile(State& s) {
+    for (int k = 0; k < DIM; ++k) {
+      s.best[k] = cst<V>(MAX ? -INFINITY : INFINITY);
+      s.arg[k] = J{} - 1;
+    }
+  }
+  template <bool MASKED, class M>
+  JK_FN static void accumulate(State& s, const V* f, J j, M valid, int64_t) {
+    for (int k = 0; k < DIM; ++k) {
+      V x = f[k];
+      auto take = MAX ? (x > s.best[k]) : (x < s.best[k]);
+      take = take | ((x != x) & (s.best[k] == s.best[k]));
+      if constexpr (MASKED) take = take & valid;
+      s.best[k] = select(take, x, s.best[k]);
+      if constexpr (ARG) s.arg[k] = select(take, j, s.arg[k]);
+    }
+  }
+  JK_FN static void end_tile(State& s, int64_t j0) {
+    for (int k = 0; k < DIM; ++k) {
+      for (int l = 0; l < traits<V>::lanes; ++l) {
+        int64_t a = lane_index(s.arg[k], l);
+        if (ARG && a < 0) continue;  // this lane took nothing in this tile
+        S x = lane(s.best[k], l);
+        bool same = x == s.row_best[k] || (x != x && s.row_best[k] != s.row_best[k]);
+        // Lanes hold interleaved indices: on equal values the smaller index wins.
+        if (better(x, s.row_best[k]) || (ARG && same && j0 + a < s.row_arg[k])) {
+          s.row_best[k] = x;
+          s.row_arg[k] = j0 + a;
+        }
+      }
+    }
+  }
+  JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
+    int o = 0;
+    if constexpr (VALUE) {
+      S* out = (S*)outs[o++] + row * DIM;
+      for (int k = 0; k < DIM; ++k) out[k] = s.row_best[k];
+    }
+    if constexpr (ARG) {
+      I* out = (I*)outs[o] + row * DIM;
+      for (int k = 0; k < DIM; ++k) out[k] = (I)s.row_arg[k];
+    }
+  }
+};
+
+// The K smallest values per component, ascending, and/or their indices. Candidates are
+// rejected L at a time against the current K-th value; the few that pass are inserted one by
+// one into a sorted list. Rows with fewer than K reduced rows pad with +inf and index -1.
+template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinReduction {
+  using S = scalar_t<V>;
+  using J = index_t<V>;
+  struct State {
+    S val[DIM][K];
+    int64_t arg[DIM][K];
+  };
+  JK_FN static void start_row(State& s) {
+    for (int k = 0; k < DIM; ++k)
+      for (int q = 0; q < K; ++q) s.val[k][q] = INFINITY, s.arg[k][q] = -1;
+  }
+  JK_FN static void start_tile(State&) {}
+  JK_FN static void insert(State& s, int k, S x, int64_t a) {
+    int q = K - 1;
+    while (q > 0 && x < s.val[k][q - 1]) {
+      s.val[k][q] = s.val[k][q - 1];
+      s.arg[k][q] = s.arg[k][q - 1];
+      --q;
+    }
+    s.val[k][q] = x;
+    s.arg[k][q] = a;
+  }
+  template <bool MASKED, class M>
+  JK_FN static void accumulate(State& s, const V* f, J j, M valid, int64_t j0) {
+    for (int k = 0; k < DIM; ++k) {
+      auto pass = f[k] < cst<V>(s.val[k][K - 1]);
+      if constexpr (MASKED) pass = pass & valid;
+      if (!any(pass)) continue;
+      for (int l = 0; l < traits<V>::lanes; ++l) {
+        S x = lane(f[k], l);
+        bool ok = x < s.val[k][K - 1];
+        if constexpr (MASKED) ok = ok && lane_index(valid, l) != 0;
+        if (ok) insert(s, k, x, j0 + lane_index(j, l));
+      }
+    }
+  }
+  JK_FN static void end_tile(State&, int64_t) {}
+  JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
+    int o = 0;
+    if constexpr (VALUE) {
+      S* out = (S*)outs[o++] + row * K * DIM;
+      for (int q = 0; q < K; ++q)
+        for (int k = 0; k < DIM; ++k) out[q * DIM + k] = s.val[k][q];
+    }
+    if constexpr (ARG) {
+      I* out = (I*)outs[o] + row * K * DIM;
+      for (int q = 0; q < K; ++q)
+        for (int k = 0; k < DIM; ++k) out[q * DIM + k] = (I)s.arg[k][q];
+    }
+  }
+};
+
+// Streaming log-sum-exp of a scalar formula f, with a running maximum m:
+//   LSE (SOFTMAX false):  out[k] = m + log(sum exp(f - m) * w[k])   (w = 1 when unweighted)
+//   SumSoftMaxWeight:     out[k] = sum exp(f - m) * w[k] / sum exp(f - m)
+// f is formula component 0 and w the next WDIM components. All -inf terms give -inf (LSE) or
+// NaN (softmax, 0/0), never a NaN from (-inf) - (-inf).
+template <class V, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduction {
+  using S = scalar_t<V>;
+  static constexpr int ACC = (WEIGHTED ? WDIM : 0) + (SOFTMAX || !WEIGHTED ? 1 : 0);
+  struct State {
+    V m, s[ACC];
+    S row_m, row_s[ACC];
+  };
+  JK_FN static void start_row(State& s) {
+    s.row_m = -INFINITY;
+    for (int k = 0; k < ACC; ++k) s.row_s[k] = 0;
+  }
+  JK_FN static void start_tile(State& s) {
+    s.m = cst<V>(-INFINITY);
+    for (int k = 0; k < ACC; ++k) s.s[k] = cst<V>(0);
+  }
+  JK_FN static void add_terms(State& s, V e, const V* f) {
+    constexpr int first_weight = (SOFTMAX || !WEIGHTED) ? 1 : 0;
+    if constexpr (first_weight == 1) s.s[0] = s.s[0] + e;
+    if constexpr (WEIGHTED)
+      for (int q = 0; q < WDIM; ++q) s.s[first_weight + q] = s.s[first_weight + q] + e * f[1 + q];
+  }
+  template <bool MASKED, class J, class M>
+  JK_FN static void accumulate(State& s, const V* f, J, M valid, int64_t) {
+    V x = f[0];
+    if constexpr (MASKED) x = select(valid, x, cst<V>(-INFINITY));
+    auto grows = !(x < s.m);
+    if (!any(grows)) {
+      // The common case: no lane raises its maximum, one exp per term.
+      add_terms(s, exp(x - s.m), f);
+      return;
+    }
+    V m_new = max_nan(s.m, x);
+    V finite = cst<V>(0);
+    auto empty = m_new == cst<V>(-INFINITY);
+    V scale = select(empty, cst<V>(1), exp(s.m - m_new));
+    V e = select(empty, finite, exp(x - m_new));
+    for (int k = 0; k < ACC; ++k) s.s[k] = s.s[k] * scale;
+    s.m = m_new;
+    add_terms(s, e, f);
+  }
+  JK_FN static void merge(State& s, S m, const S* acc) {
+    S m_new = (m > s.row_m || m != m) ? m : s.row_m;
+    if (m_new == -INFINITY) return;
+    S a = (s.row_m == -INFINITY) ? 0 : ::exp((double)(s.row_m - m_new));
+    S b = (m == -INFINITY) ? 0 : ::exp((double)(m - m_new));
+    for (int k = 0; k < ACC; ++k) s.row_s[k] = s.row_s[k] * a + acc[k] * b;
+    s.row_m = m_new;
+  }
+  JK_FN static void end_tile(State& s, int64_t) {
+    for (int l = 0; l < traits<V>::lanes; ++l) {
+      S acc[ACC];
+      for (int k = 0; k < ACC; ++k) acc[k] = lane(s.s[k], l);
+      merge(s, lane(s.m, l), acc);
+    }
+  }
+  JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
+    S* out = (S*)outs[0];
+    if constexpr (SOFTMAX) {
+      out += row * WDIM;
+      for (int q = 0; q < WDIM; ++q) out[q] = s.row_s[1 + q] / s.row_s[0];
+    } else {
+      out += row * ACC;
+      for (int k = 0; k < ACC; ++k) out[k] = s.row_m + ::log((double)s.row_s[k]);
+    }
+  }
+};
+
+}  // namespace jk
+
+#endif  // JAXKEOPS_CPU_REDUCTIONS_H

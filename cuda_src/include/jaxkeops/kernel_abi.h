@@ -1,0 +1,40 @@
+// The C ABI between the prebuilt FFI handler and a generated kernel.
+//
+// A generated kernel includes no XLA header: it exports `jk_run` and `jk_abi_version` with C
+// linkage, and the handler (cuda_src/jaxkeops_ext.cc) calls them once per task. Keeping the ABI
+// this small is what lets a new formula compile in well under a second.
+#ifndef JAXKEOPS_KERNEL_ABI_H
+#define JAXKEOPS_KERNEL_ABI_H
+
+#include <stdint.h>
+
+#define JK_ABI_VERSION 1
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// One task: output rows [row_begin, row_end) of one batch element.
+//
+// Every argument is a row-major (rows, dim) block whose batch offset the handler has already
+// applied: "outer" arguments have n_out rows (the index of the output), "inner" arguments have
+// n_red rows (the reduced index), parameters have one row. Outputs are (n_out, width) blocks,
+// also already offset to the batch element.
+typedef struct jk_task {
+  const void* const* args;
+  void* const* outs;
+  int64_t n_out;
+  int64_t n_red;
+  int64_t row_begin;
+  int64_t row_end;
+} jk_task;
+
+// Returns 0 on success, or a nonzero code (1: out of memory).
+typedef int (*jk_run_fn)(const jk_task* task);
+typedef int (*jk_abi_version_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // JAXKEOPS_KERNEL_ABI_H

@@ -1,0 +1,287 @@
+// Math used by generated formula code, for a value type V that is either a scalar (float,
+// double: a CUDA thread, or the tail of a CPU loop) or a GCC/Clang SIMD vector of them (the CPU
+// kernel evaluates one formula for L consecutive reduced rows at once).
+//
+// The formula printer emits the same text for every backend; only this header and the loop
+// schedule differ. Nothing here relies on -ffast-math: inf and NaN keep their IEEE meaning.
+#ifndef JAXKEOPS_MATH_H
+#define JAXKEOPS_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define JK_FN __device__ __forceinline__
+#define JK_DEVICE 1
+#else
+#define JK_FN inline __attribute__((always_inline))
+#define JK_DEVICE 0
+#endif
+
+namespace jk {
+
+// ---------------------------------------------------------------------------------------------
+// Value-type traits.
+template <class V> struct traits;
+template <> struct traits<float> {
+  using scalar = float;
+  using mask = bool;
+  using index = int32_t;
+  static constexpr int lanes = 1;
+};
+template <> struct traits<double> {
+  using scalar = double;
+  using mask = bool;
+  using index = int64_t;
+  static constexpr int lanes = 1;
+};
+
+#if !JK_DEVICE
+#ifndef JK_VECTOR_BYTES
+#if defined(__AVX512F__)
+#define JK_VECTOR_BYTES 64
+#elif defined(__AVX__)
+#define JK_VECTOR_BYTES 32
+#else
+#define JK_VECTOR_BYTES 16
+#endif
+#endif
+typedef float vfloat __attribute__((vector_size(JK_VECTOR_BYTES)));
+typedef double vdouble __attribute__((vector_size(JK_VECTOR_BYTES)));
+typedef int32_t vint32 __attribute__((vector_size(JK_VECTOR_BYTES)));
+typedef int64_t vint64 __attribute__((vector_size(JK_VECTOR_BYTES)));
+template <> struct traits<vfloat> {
+  using scalar = float;
+  using mask = vint32;
+  using index = vint32;
+  static constexpr int lanes = JK_VECTOR_BYTES / 4;
+};
+template <> struct traits<vdouble> {
+  using scalar = double;
+  using mask = vint64;
+  using index = vint64;
+  static constexpr int lanes = JK_VECTOR_BYTES / 8;
+};
+template <class S> struct simd_of;
+template <> struct simd_of<float> { using type = vfloat; };
+template <> struct simd_of<double> { using type = vdouble; };
+#else
+template <class S> struct simd_of { using type = S; };
+#endif
+// The value type a kernel evaluates formulas in for scalar type S: a SIMD vector on the CPU.
+template <class S> using simd_t = typename simd_of<S>::type;
+
+template <class V> using scalar_t = typename traits<V>::scalar;
+template <class V> using mask_t = typename traits<V>::mask;
+
+template <class V> JK_FN V cst(double c) {
+  V z = {};
+  return z + (scalar_t<V>)c;
+}
+
+template <class M, class V> JK_FN V select(M m, V a, V b) { return m ? a : b; }
+
+template <class V> JK_FN V from_mask(mask_t<V> m) { return select(m, cst<V>(1), cst<V>(0)); }
+
+// Applies a scalar function lane by lane: the fallback for functions with no SIMD version.
+template <class V, class F> JK_FN V map1(V x, F f) {
+  if constexpr (traits<V>::lanes == 1) {
+    return f(x);
+  } else {
+    V r;
+    for (int l = 0; l < traits<V>::lanes; ++l) r[l] = f(x[l]);
+    return r;
+  }
+}
+template <class V, class F> JK_FN V map2(V x, V y, F f) {
+  if constexpr (traits<V>::lanes == 1) {
+    return f(x, y);
+  } else {
+    V r;
+    for (int l = 0; l < traits<V>::lanes; ++l) r[l] = f(x[l], y[l]);
+    return r;
+  }
+}
+
+template <class M> JK_FN bool any(M m) {
+  if constexpr (sizeof(M) <= 8) {
+    return (bool)m;
+  } else {
+    bool r = false;
+    for (int l = 0; l < (int)(sizeof(M) / sizeof(m[0])); ++l) r |= (m[l] != 0);
+    return r;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparisons (1 where true, 0 where false) and selections.
+template <class V> JK_FN V eq(V a, V b) { return from_mask<V>(a == b); }
+template <class V> JK_FN V ne(V a, V b) { return from_mask<V>(a != b); }
+template <class V> JK_FN V lt(V a, V b) { return from_mask<V>(a < b); }
+template <class V> JK_FN V le(V a, V b) { return from_mask<V>(a <= b); }
+template <class V> JK_FN V ifelse(V f, V a, V b) { return select(f >= cst<V>(0), a, b); }
+// min/max that propagate a NaN from either side, as jnp.min and jnp.max do.
+template <class V> JK_FN V max_nan(V a, V b) { return select((b > a) | (b != b), b, a); }
+template <class V> JK_FN V min_nan(V a, V b) { return select((b < a) | (b != b), b, a); }
+template <class V> JK_FN V clamp(V x, V a, V b) {
+  V lo = select(x < a, a, x);
+  return select(lo > b, b, lo);
+}
+template <class V> JK_FN V clamp(V x, int a, int b) { return clamp(x, cst<V>(a), cst<V>(b)); }
+template <class V> JK_FN V square(V x) { return x * x; }
+template <class V> JK_FN V abs(V x) { return select(x < cst<V>(0), -x, x); }
+template <class V> JK_FN V sign(V x) {
+  V zero = cst<V>(0);
+  return select(x > zero, cst<V>(1), select(x < zero, cst<V>(-1), x * zero));
+}
+template <class V> JK_FN V step(V x) { return select(x < cst<V>(0), cst<V>(0), cst<V>(1)); }
+template <class V> JK_FN V relu(V x) { return select(x < cst<V>(0), cst<V>(0), x); }
+template <class V> JK_FN V inv(V x) { return cst<V>(1) / x; }
+
+// Tracks the position of the best component for ArgMax (Greater = true) or ArgMin: ties keep
+// the first position, a NaN wins as in jnp.argmax.
+template <bool Greater, class V> JK_FN void arg_update(V& best, V& arg, V x, int k) {
+  auto better = Greater ? (x > best) : (x < best);
+  better = better | ((x != x) & (best == best));
+  best = select(better, x, best);
+  arg = select(better, cst<V>(k), arg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalar functions. exp has a SIMD version below; the rest go lane by lane.
+JK_FN float sc_floor(float x) { return floorf(x); }
+JK_FN double sc_floor(double x) { return ::floor(x); }
+
+#define JK_LANEWISE(NAME, FEXPR, DEXPR)                                   \
+  template <class V> JK_FN V NAME(V x) {                                  \
+    if constexpr (sizeof(scalar_t<V>) == 4)                               \
+      return map1(x, [](float v) -> float { return FEXPR; });             \
+    else                                                                  \
+      return map1(x, [](double v) -> double { return DEXPR; });           \
+  }
+JK_LANEWISE(log, logf(v), ::log(v))
+JK_LANEWISE(sin, sinf(v), ::sin(v))
+JK_LANEWISE(cos, cosf(v), ::cos(v))
+JK_LANEWISE(asin, asinf(v), ::asin(v))
+JK_LANEWISE(acos, acosf(v), ::acos(v))
+JK_LANEWISE(atan, atanf(v), ::atan(v))
+JK_LANEWISE(floor, floorf(v), ::floor(v))
+JK_LANEWISE(sqrt, sqrtf(v), ::sqrt(v))
+JK_LANEWISE(round_half_away, roundf(v), ::round(v))
+#undef JK_LANEWISE
+
+template <class V> JK_FN V atan2(V y, V x) {
+  if constexpr (sizeof(scalar_t<V>) == 4)
+    return map2(y, x, [](float a, float b) -> float { return atan2f(a, b); });
+  else
+    return map2(y, x, [](double a, double b) -> double { return ::atan2(a, b); });
+}
+template <class V> JK_FN V powf(V x, V y) {
+  if constexpr (sizeof(scalar_t<V>) == 4)
+    return map2(x, y, [](float a, float b) -> float { return ::powf(a, b); });
+  else
+    return map2(x, y, [](double a, double b) -> double { return ::pow(a, b); });
+}
+
+// x ** n for a compile-time integer n, by repeated squaring (exact for small n, as jnp's
+// integer_pow is).
+template <class V> JK_FN V powi(V x, int n) {
+  bool negative = n < 0;
+  unsigned m = negative ? -n : n;
+  V result = cst<V>(1), base = x;
+  while (m) {
+    if (m & 1u) result = result * base;
+    base = base * base;
+    m >>= 1;
+  }
+  return negative ? cst<V>(1) / result : result;
+}
+
+template <class V> JK_FN V rsqrt(V x) {
+  V zero = cst<V>(0);
+  return select(x == zero, zero, cst<V>(1) / sqrt(x));
+}
+template <class V> JK_FN V xlogx(V x) {
+  V zero = cst<V>(0);
+  return select(x == zero, zero, x * log(x));
+}
+template <class V> JK_FN V sinxdivx(V x) {
+  V zero = cst<V>(0);
+  return select(x == zero, cst<V>(1), sin(x) / x);
+}
+template <class V> JK_FN V mod(V x, V n, V d) { return x - n * floor((x - d) / n); }
+template <class V> JK_FN V round_digits(V x, int digits) {
+  double scale = 1;
+  for (int i = 0; i < (digits < 0 ? -digits : digits); ++i) scale *= 10;
+  if (digits < 0) scale = 1 / scale;
+  return round_half_away(x * cst<V>(scale)) / cst<V>(scale);
+}
+template <class V> JK_FN V onehot(V x, int k) { return from_mask<V>(round_half_away(x) == cst<V>(k)); }
+
+// exp without libm, so that it vectorises with no -ffast-math. Cody-Waite reduction to
+// r in [-ln2/2, ln2/2], a Taylor polynomial accurate to the last bit on that interval, and 2^n
+// applied as two exponent-field scalings so that results down in the subnormal range stay right.
+template <class V> JK_FN V exp(V x) {
+  using S = scalar_t<V>;
+  constexpr bool single = sizeof(S) == 4;
+  const V hi = cst<V>(single ? 88.72283935546875 : 709.782712893384);
+  const V lo = cst<V>(single ? -103.972084045410 : -745.1332191019412);
+  V xc = select(x > hi, hi, select(x < lo, lo, x));
+  xc = select(xc != xc, cst<V>(0), xc);
+  const V shifter = cst<V>(single ? 12582912.0 : 6755399441055744.0);  // 1.5 * 2^mantissa
+  V n = (xc * cst<V>(1.4426950408889634) + shifter) - shifter;
+  V r = xc - n * cst<V>(0.693145751953125);
+  r = r - n * cst<V>(1.428606820309417e-06);
+  V p;
+  if constexpr (single) {
+    p = cst<V>(1.0 / 5040);
+    p = p * r + cst<V>(1.0 / 720);
+    p = p * r + cst<V>(1.0 / 120);
+    p = p * r + cst<V>(1.0 / 24);
+    p = p * r + cst<V>(1.0 / 6);
+    p = p * r + cst<V>(0.5);
+  } else {
+    p = cst<V>(1.0 / 6227020800.0);
+    p = p * r + cst<V>(1.0 / 479001600.0);
+    p = p * r + cst<V>(1.0 / 39916800.0);
+    p = p * r + cst<V>(1.0 / 3628800.0);
+    p = p * r + cst<V>(1.0 / 362880.0);
+    p = p * r + cst<V>(1.0 / 40320.0);
+    p = p * r + cst<V>(1.0 / 5040.0);
+    p = p * r + cst<V>(1.0 / 720.0);
+    p = p * r + cst<V>(1.0 / 120.0);
+    p = p * r + cst<V>(1.0 / 24.0);
+    p = p * r + cst<V>(1.0 / 6.0);
+    p = p * r + cst<V>(0.5);
+  }
+  p = p * r + cst<V>(1);
+  p = p * r + cst<V>(1);
+  V scaled;
+  if constexpr (traits<V>::lanes == 1) {
+    scaled = ldexp(p, (int)n);
+  } else if constexpr (single) {
+    vint32 ni = __builtin_convertvector(n, vint32);
+    vint32 n1 = ni >> 1, n2 = ni - n1;
+    vint32 b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    V s1, s2;
+    memcpy(&s1, &b1, sizeof(V));
+    memcpy(&s2, &b2, sizeof(V));
+    scaled = (p * s1) * s2;
+  } else {
+    vint64 ni = __builtin_convertvector(n, vint64);
+    vint64 n1 = ni >> 1, n2 = ni - n1;
+    vint64 b1 = (n1 + 1023) << 52, b2 = (n2 + 1023) << 52;
+    V s1, s2;
+    memcpy(&s1, &b1, sizeof(V));
+    memcpy(&s2, &b2, sizeof(V));
+    scaled = (p * s1) * s2;
+  }
+  scaled = select(x > hi, cst<V>(INFINITY), scaled);
+  scaled = select(x < lo, cst<V>(0), scaled);
+  return select(x != x, x, scaled);
+}
+
+}  // namespace jk
+
+#endif  // JAXKEOPS_MATH_H

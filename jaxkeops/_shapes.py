@@ -1,0 +1,120 @@
+"""Shape and dtype checking for a reduction call, and the layout the kernel expects.
+
+Users pass i-variables as (*batch, M, dim), j-variables as (*batch, N, dim) and parameters as
+(*batch, dim). Leading batch dims broadcast as in numpy. The kernel takes every operand as
+(*batch, rows, dim) with the same number of batch dims (missing ones are 1: broadcast with
+stride 0 inside the kernel, never copied), and returns (*batch, n_out, width) blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .codegen.spec import KernelSpec
+from .formulas import CAT_I, CAT_J, CAT_P, Var
+
+_CAT_LABEL = {CAT_I: "Vi", CAT_J: "Vj", CAT_P: "Pm"}
+
+
+@dataclass(frozen=True)
+class CallLayout:
+    batch: tuple[int, ...]
+    n_i: int
+    n_j: int
+    dtype: str
+
+
+def _describe(name: str, var: Var) -> str:
+    return f"argument {name!r} ({_CAT_LABEL[var.cat]}, dim {var.dim})"
+
+
+def float_dtype(arrays: Sequence, names: Sequence[str]) -> str:
+    """The common float dtype of `arrays`, or a TypeError naming the ones that differ."""
+    dtypes = []
+    for a, name in zip(arrays, names):
+        dt = jnp.result_type(a)
+        if not jnp.issubdtype(dt, jnp.floating):
+            raise TypeError(
+                f"argument {name!r} has dtype {dt}: jaxkeops formulas take float32 or float64 "
+                "arrays (cast integer data with .astype first)"
+            )
+        if dt not in (jnp.float32, jnp.float64):
+            raise TypeError(f"argument {name!r} has dtype {dt}; the CPU backend takes float32 "
+                            "or float64")
+        dtypes.append((name, dt))
+    distinct = {dt for _, dt in dtypes}
+    if len(distinct) > 1:
+        listed = ", ".join(f"{n!r}: {dt}" for n, dt in dtypes)
+        raise TypeError(f"mixed dtypes in one reduction ({listed}); cast them to one float dtype")
+    if not dtypes:
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return str(dtypes[0][1])
+
+
+def check_call(
+    variables: Sequence[Var], arrays: Sequence, names: Sequence[str]
+) -> CallLayout:
+    """Validates the arrays of one call against their variables; returns the call's layout."""
+    if len(arrays) != len(variables):
+        raise ValueError(f"expected {len(variables)} arrays ({', '.join(names)}), "
+                         f"got {len(arrays)}")
+    dtype = float_dtype(arrays, names)
+    rows: dict[int, tuple[int, str, tuple]] = {}
+    batches = []
+    for var, a, name in zip(variables, arrays, names):
+        shape = tuple(np.shape(a))
+        min_rank = 1 if var.cat == CAT_P else 2
+        if len(shape) < min_rank:
+            expected = "(..., dim)" if var.cat == CAT_P else "(..., rows, dim)"
+            raise ValueError(f"{_describe(name, var)} must have shape {expected}, got {shape}")
+        if shape[-1] != var.dim:
+            raise ValueError(
+                f"{_describe(name, var)} has last dimension {shape[-1]} instead of {var.dim}: "
+                f"shape {shape}"
+            )
+        if var.cat != CAT_P:
+            n = shape[-2]
+            if var.cat in rows and rows[var.cat][0] != n:
+                other_n, other_name, other_shape = rows[var.cat]
+                axis = "M" if var.cat == CAT_I else "N"
+                raise ValueError(
+                    f"{axis} differs between {_CAT_LABEL[var.cat]} arguments {other_name!r} "
+                    f"(shape {other_shape}) and {name!r} (shape {shape})"
+                )
+            rows.setdefault(var.cat, (n, name, shape))
+            batches.append((name, shape[:-2]))
+        else:
+            batches.append((name, shape[:-1]))
+    try:
+        batch = np.broadcast_shapes(*(b for _, b in batches)) if batches else ()
+    except ValueError:
+        listed = ", ".join(f"{n!r}: {b}" for n, b in batches)
+        raise ValueError(f"batch dimensions do not broadcast ({listed})") from None
+    return CallLayout(
+        batch=tuple(batch),
+        n_i=rows[CAT_I][0] if CAT_I in rows else -1,
+        n_j=rows[CAT_J][0] if CAT_J in rows else -1,
+        dtype=dtype,
+    )
+
+
+def kernel_operands(spec: KernelSpec, arrays: Sequence, batch: tuple[int, ...]) -> list:
+    """Each array as (*batch, rows, dim) with len(batch) leading dims (size 1 to broadcast)."""
+    nb = len(batch)
+    out = []
+    for var, a in zip(spec.args, arrays):
+        a = jnp.asarray(a)
+        if var.cat == CAT_P:
+            a = a[..., None, :]
+        missing = nb - (a.ndim - 2)
+        out.append(a.reshape((1,) * missing + a.shape) if missing else a)
+    return out
+
+
+def index_dtype() -> str:
+    return "int64" if jax.config.jax_enable_x64 else "int32"

@@ -1,0 +1,93 @@
+"""What one kernel computes: formulas, reduction, axis, dtypes and argument roles.
+
+A `KernelSpec` is immutable and hashable; its `key` (a content hash, also covering how the
+kernel is built) names the generated source, the cached binary and the kernel id the FFI handler
+looks up, so all three are stable across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ..formulas import CAT_I, CAT_J, CAT_P, Node, Var, variables
+from ..reductions import REDUCTIONS, SUM_SCHEMES, Output, ReductionSpec
+
+ROLE_OUTER, ROLE_INNER, ROLE_PARAM = 0, 1, 2
+DTYPES = ("float32", "float64")
+INDEX_DTYPES = ("int32", "int64")
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    formulas: tuple[Node, ...]
+    reduction: str
+    axis: int  # 1: reduce over j (output indexed by i); 0: reduce over i
+    dtype: str
+    index_dtype: str = "int32"
+    k: int | None = None
+    sum_scheme: str = "block"
+    args: tuple[Var, ...] = ()  # kernel argument order; defaults to the formulas' variables
+
+    def __post_init__(self):
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {self.reduction!r}")
+        if self.axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {self.axis}")
+        if self.dtype not in DTYPES:
+            raise TypeError(f"formulas compute in float32 or float64, not {self.dtype}")
+        if self.index_dtype not in INDEX_DTYPES:
+            raise TypeError(f"indices are int32 or int64, not {self.index_dtype}")
+        if self.sum_scheme not in SUM_SCHEMES:
+            raise ValueError(f"sum_scheme must be one of {SUM_SCHEMES}, got {self.sum_scheme!r}")
+        spec = self.reduction_spec
+        if spec.needs_k and (self.k is None or self.k < 1):
+            raise ValueError(f"{self.reduction} needs K >= 1, got {self.k}")
+        if spec.scalar_formula and self.formulas[0].dim != 1:
+            raise ValueError(
+                f"{self.reduction} needs a scalar formula, got one of dim {self.formulas[0].dim}: "
+                f"{self.formulas[0]!r}"
+            )
+        if not self.args:
+            object.__setattr__(self, "args", tuple(variables(*self.formulas)))
+
+    @property
+    def reduction_spec(self) -> ReductionSpec:
+        return REDUCTIONS[self.reduction]
+
+    @property
+    def formula_dims(self) -> tuple[int, ...]:
+        return tuple(f.dim for f in self.formulas)
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        return self.reduction_spec.outputs(self.formula_dims, self.k)
+
+    def role(self, var: Var) -> int:
+        if var.cat == CAT_P:
+            return ROLE_PARAM
+        reduced = CAT_J if self.axis == 1 else CAT_I
+        return ROLE_INNER if var.cat == reduced else ROLE_OUTER
+
+    @property
+    def roles(self) -> tuple[int, ...]:
+        return tuple(self.role(v) for v in self.args)
+
+    def describe(self) -> str:
+        parts = ", ".join(repr(f) for f in self.formulas)
+        k = f", K={self.k}" if self.k is not None else ""
+        return f"{self.reduction}({parts}{k}) over {'ji'[self.axis]} [{self.dtype}]"
+
+    def content(self) -> str:
+        """A canonical text of everything that determines the generated source."""
+        return "|".join([
+            ";".join(repr(f) for f in self.formulas), self.reduction, str(self.axis),
+            self.dtype, self.index_dtype, str(self.k), self.sum_scheme,
+            ";".join(repr(v) for v in self.args),
+        ])
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.content().encode()).hexdigest()
+
+
+__all__ = ["KernelSpec", "ROLE_INNER", "ROLE_OUTER", "ROLE_PARAM", "CAT_I", "CAT_J"]

@@ -1,0 +1,456 @@
+"""Vector and tensor-algebra ops: reductions over the last dim, norms, slicing, matrix products.
+
+Matrices live in formula vectors in row-major order, as in KeOps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .optable import Access, EmitContext, OpSpec, broadcast_dims, register
+
+
+def _fail(name: str, message: str, dims: tuple[int, ...]) -> ValueError:
+    return ValueError(f"{name}: {message} (operand dims {', '.join(map(str, dims))})")
+
+
+def _reduce_dims(ctx: EmitContext, a: int, term, combine: str = "{acc} + {x}") -> list[str]:
+    """`out[0] = term(0) (+) term(1) (+) ...` over the dims of operand `a`."""
+    d = ctx.args[a].dim
+    lines = ["{", f"  V acc = {term('0')};"]
+    if d > 1:
+        step = combine.format(acc="acc", x=term("k"))
+        lines.append(f"  for (int k = 1; k < {d}; ++k) acc = {step};")
+    lines += [f"  {ctx.out}[0] = acc;", "}"]
+    return lines
+
+
+def _scalar(dims: tuple[int, ...], params: tuple) -> int:
+    return 1
+
+
+def vector_op(name: str, arity: int, out_dim, emit, reference, **meta) -> OpSpec:
+    return register(OpSpec(name=name, arity=arity, out_dim=out_dim, emit=emit,
+                           reference=reference, **meta))
+
+
+# Reductions over the last dimension.
+vector_op(
+    "Sum", 1, _scalar, lambda c: _reduce_dims(c, 0, c.args[0].at),
+    lambda xp, x: xp.sum(x, axis=-1, keepdims=True), method="sum",
+)
+vector_op(
+    "Max", 1, _scalar,
+    lambda c: _reduce_dims(c, 0, c.args[0].at, "jk::max_nan({acc}, {x})"),
+    lambda xp, x: xp.max(x, axis=-1, keepdims=True), method="max", smooth=False,
+)
+vector_op(
+    "Min", 1, _scalar,
+    lambda c: _reduce_dims(c, 0, c.args[0].at, "jk::min_nan({acc}, {x})"),
+    lambda xp, x: xp.min(x, axis=-1, keepdims=True), method="min", smooth=False,
+)
+
+
+def _emit_arg_extremum(ctx: EmitContext, better: str) -> list[str]:
+    x = ctx.args[0]
+    lines = ["{", f"  V best = {x.at(0)};", "  V arg = jk::cst<V>(0);"]
+    if x.dim > 1:
+        lines.append(
+            f"  for (int k = 1; k < {x.dim}; ++k) "
+            f"jk::arg_update<{better}>(best, arg, {x.at('k')}, k);"
+        )
+    lines += [f"  {ctx.out}[0] = arg;", "}"]
+    return lines
+
+
+def _argext_reference(kind):
+    def ref(xp, x):
+        idx = xp.argmax(x, axis=-1) if kind == "max" else xp.argmin(x, axis=-1)
+        return idx[..., None].astype(x.dtype)
+
+    return ref
+
+
+vector_op("ArgMax", 1, _scalar, lambda c: _emit_arg_extremum(c, "true"), _argext_reference("max"),
+          method="argmax", smooth=False)
+vector_op("ArgMin", 1, _scalar, lambda c: _emit_arg_extremum(c, "false"),
+          _argext_reference("min"), method="argmin", smooth=False)
+
+# Norms and distances.
+vector_op(
+    "SqNorm2", 1, _scalar, lambda c: _reduce_dims(c, 0, lambda k: f"{c.args[0].at(k)} * "
+                                                  f"{c.args[0].at(k)}"),
+    lambda xp, x: xp.sum(x * x, axis=-1, keepdims=True), method="sqnorm2",
+)
+vector_op(
+    "Norm2", 1, _scalar,
+    lambda c: _reduce_dims(c, 0, lambda k: f"{c.args[0].at(k)} * {c.args[0].at(k)}")[:-2]
+    + [f"  {c.out}[0] = jk::sqrt(acc);", "}"],
+    lambda xp, x: xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True)), method="norm2",
+    domain=(0.2, 2.0),
+)
+
+
+def _emit_normalize(c: EmitContext) -> list[str]:
+    x = c.args[0]
+    lines = _reduce_dims(c, 0, lambda k: f"{x.at(k)} * {x.at(k)}")[:-2]
+    lines += ["  V scale = jk::rsqrt(acc);",
+              f"  for (int k = 0; k < {c.dim}; ++k) {c.out}[k] = {x.at('k')} * scale;", "}"]
+    return lines
+
+
+def _normalize_reference(xp, x):
+    sq = xp.sum(x * x, axis=-1, keepdims=True)
+    return x * xp.where(sq == 0, 0.0 * sq, 1.0 / xp.sqrt(xp.where(sq == 0, 1.0, sq)))
+
+
+vector_op("Normalize", 1, lambda d, p: d[0], _emit_normalize, _normalize_reference,
+          method="normalize", domain=(0.2, 2.0))
+
+
+def _equal_dims(name):
+    def out_dim(dims, params):
+        broadcast_dims(name, dims)
+        return 1
+
+    return out_dim
+
+
+def _emit_sqdist(c: EmitContext) -> list[str]:
+    a, b = c.args
+    d = max(a.dim, b.dim)
+
+    def term(k):
+        return f"jk::square({a.bcast(k)} - {b.bcast(k)})"
+
+    lines = ["{", f"  V acc = {term('0')};"]
+    if d > 1:
+        lines.append(f"  for (int k = 1; k < {d}; ++k) acc = acc + {term('k')};")
+    return lines + [f"  {c.out}[0] = acc;", "}"]
+
+
+vector_op("SqDist", 2, _equal_dims("SqDist"), _emit_sqdist,
+          lambda xp, a, b: xp.sum((a - b) ** 2, axis=-1, keepdims=True), method="sqdist")
+
+
+def _emit_scalprod(c: EmitContext) -> list[str]:
+    a, b = c.args
+    d = max(a.dim, b.dim)
+
+    def term(k):
+        return f"{a.bcast(k)} * {b.bcast(k)}"
+
+    lines = ["{", f"  V acc = {term('0')};"]
+    if d > 1:
+        lines.append(f"  for (int k = 1; k < {d}; ++k) acc = acc + {term('k')};")
+    return lines + [f"  {c.out}[0] = acc;", "}"]
+
+
+def _scalprod_dims(dims, params):
+    if dims[0] != dims[1]:
+        raise _fail("Scalprod", "operands must have the same dimension", dims)
+    return 1
+
+
+vector_op("Scalprod", 2, _scalprod_dims, _emit_scalprod,
+          lambda xp, a, b: xp.sum(a * b, axis=-1, keepdims=True), method="__or__")
+
+
+def _weight_kind(name, s_dim, x_dim, dims):
+    if s_dim == 1:
+        return "iso"
+    if s_dim == x_dim:
+        return "diag"
+    if s_dim == x_dim * x_dim:
+        return "full"
+    raise _fail(name, f"weight dim must be 1, {x_dim} or {x_dim * x_dim}", dims)
+
+
+def _weighted_dims(name):
+    def out_dim(dims, params):
+        if len(dims) == 3 and dims[1] != dims[2]:
+            raise _fail(name, "x and y must have the same dimension", dims)
+        _weight_kind(name, dims[0], dims[1], dims)
+        return 1
+
+    return out_dim
+
+
+def _emit_weighted(c: EmitContext) -> list[str]:
+    s, v = c.args[0], c.args[1]
+    d = v.dim
+    lines = ["{"]
+    if len(c.args) == 3:
+        y = c.args[2]
+        lines.append(f"  V diff[{d}];")
+        lines.append(f"  for (int k = 0; k < {d}; ++k) diff[k] = {v.at('k')} - {y.at('k')};")
+        v = Access(None, "diff", d)
+    kind = _weight_kind("weighted", s.dim, d, (s.dim, d))
+    if kind == "iso":
+        lines += [f"  V acc = {v.at(0)} * {v.at(0)};",
+                  f"  for (int k = 1; k < {d}; ++k) acc = acc + {v.at('k')} * {v.at('k')};",
+                  f"  {c.out}[0] = {s.at(0)} * acc;"]
+    elif kind == "diag":
+        lines += [f"  V acc = {s.at(0)} * {v.at(0)} * {v.at(0)};",
+                  f"  for (int k = 1; k < {d}; ++k) "
+                  f"acc = acc + {s.at('k')} * {v.at('k')} * {v.at('k')};",
+                  f"  {c.out}[0] = acc;"]
+    else:
+        lines += ["  V acc = jk::cst<V>(0);",
+                  f"  for (int k = 0; k < {d}; ++k)",
+                  f"    for (int l = 0; l < {d}; ++l) acc = acc + {v.at('k')} * "
+                  f"{s.at(f'k * {d} + l')} * {v.at('l')};",
+                  f"  {c.out}[0] = acc;"]
+    return lines + ["}"]
+
+
+def _weighted_reference(xp, s, x, y=None):
+    v = x if y is None else x - y
+    d = v.shape[-1]
+    if s.shape[-1] == 1:
+        return s * xp.sum(v * v, axis=-1, keepdims=True)
+    if s.shape[-1] == d:
+        return xp.sum(s * v * v, axis=-1, keepdims=True)
+    S = s.reshape(s.shape[:-1] + (d, d))
+    return xp.einsum("...k,...kl,...l->...", v, S, v)[..., None]
+
+
+vector_op("WeightedSqNorm", 2, _weighted_dims("WeightedSqNorm"), _emit_weighted,
+          _weighted_reference, method="weightedsqnorm", example_dims=(3, 3))
+vector_op("WeightedSqDist", 3, _weighted_dims("WeightedSqDist"), _emit_weighted,
+          _weighted_reference, method="weightedsqdist", example_dims=(3, 3, 3))
+
+
+# Slicing and assembling.
+def _elem_dims(dims, params):
+    (m,) = params
+    if not 0 <= m < dims[0]:
+        raise _fail("Elem", f"index {m} is out of range for a vector of dim {dims[0]}", dims)
+    return 1
+
+
+vector_op("Elem", 1, _elem_dims, lambda c: [f"{c.out}[0] = {c.args[0].at(c.params[0])};"],
+          lambda xp, x, m: x[..., m:m + 1], param_kinds=("int",), example_params=(1,),
+          example_dims=(3,))
+
+
+def _extract_dims(dims, params):
+    start, length = params
+    if length < 1 or start < 0 or start + length > dims[0]:
+        raise _fail("Extract", f"slice [{start}:{start + length}] is out of range for a "
+                    f"vector of dim {dims[0]}", dims)
+    return length
+
+
+vector_op("Extract", 1, _extract_dims,
+          lambda c: c.loop(lambda k: c.args[0].at(f"{c.params[0]} + {k}")),
+          lambda xp, x, start, length: x[..., start:start + length],
+          param_kinds=("int", "int"), example_params=(1, 2), example_dims=(4,))
+
+
+def _emit_concat(c: EmitContext) -> list[str]:
+    a, b = c.args
+    return [f"for (int k = 0; k < {a.dim}; ++k) {c.out}[k] = {a.at('k')};",
+            f"for (int k = 0; k < {b.dim}; ++k) {c.out}[{a.dim} + k] = {b.at('k')};"]
+
+
+def _concat_reference(xp, a, b):
+    shape = np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    a = xp.broadcast_to(a, shape + a.shape[-1:])
+    b = xp.broadcast_to(b, shape + b.shape[-1:])
+    return xp.concatenate([a, b], axis=-1)
+
+
+vector_op("Concat", 2, lambda d, p: d[0] + d[1], _emit_concat, _concat_reference,
+          method="concat")
+
+
+def _onehot_dims(dims, params):
+    if dims[0] != 1:
+        raise _fail("OneHot", "the operand must be a scalar", dims)
+    if params[0] < 1:
+        raise ValueError(f"OneHot: dimension must be >= 1, got {params[0]}")
+    return params[0]
+
+
+def _onehot_reference(xp, x, d):
+    idx = _round_half_away(xp, x)
+    return (idx == xp.arange(d)).astype(x.dtype)
+
+
+def _round_half_away(xp, x):
+    return xp.sign(x) * xp.floor(xp.abs(x) + 0.5)
+
+
+vector_op("OneHot", 1, _onehot_dims,
+          lambda c: c.loop(lambda k: f"jk::onehot({c.args[0].at(0)}, {k})"),
+          _onehot_reference, param_kinds=("int",), method="one_hot", smooth=False,
+          example_params=(4,), example_dims=(1,), domain=(-0.4, 4.4),
+          doc="1 at the component round(x), 0 elsewhere")
+
+
+# Tensor algebra.
+def _matvec_dims(dims, params):
+    a, v = dims
+    if a % v:
+        raise _fail("MatVecMult", f"matrix dim {a} is not a multiple of vector dim {v}", dims)
+    return a // v
+
+
+def _emit_matvec(c: EmitContext) -> list[str]:
+    A, v = c.args
+    m = v.dim
+    return [f"for (int k = 0; k < {c.dim}; ++k) {{",
+            f"  V acc = {A.at(f'k * {m}')} * {v.at(0)};",
+            f"  for (int l = 1; l < {m}; ++l) acc = acc + {A.at(f'k * {m} + l')} * {v.at('l')};",
+            f"  {c.out}[k] = acc;", "}"]
+
+
+def _matvec_reference(xp, A, v):
+    m = v.shape[-1]
+    A = A.reshape(A.shape[:-1] + (A.shape[-1] // m, m))
+    return xp.einsum("...kl,...l->...k", A, v)
+
+
+vector_op("MatVecMult", 2, _matvec_dims, _emit_matvec, _matvec_reference,
+          method="matvecmult", example_dims=(6, 3))
+
+
+def _vecmat_dims(dims, params):
+    v, a = dims
+    if a % v:
+        raise _fail("VecMatMult", f"matrix dim {a} is not a multiple of vector dim {v}", dims)
+    return a // v
+
+
+def _emit_vecmat(c: EmitContext) -> list[str]:
+    v, A = c.args
+    n, m = v.dim, c.dim
+    return [f"for (int k = 0; k < {m}; ++k) {{",
+            f"  V acc = {v.at(0)} * {A.at('k')};",
+            f"  for (int l = 1; l < {n}; ++l) acc = acc + {v.at('l')} * {A.at(f'l * {m} + k')};",
+            f"  {c.out}[k] = acc;", "}"]
+
+
+def _vecmat_reference(xp, v, A):
+    n = v.shape[-1]
+    A = A.reshape(A.shape[:-1] + (n, A.shape[-1] // n))
+    return xp.einsum("...l,...lk->...k", v, A)
+
+
+vector_op("VecMatMult", 2, _vecmat_dims, _emit_vecmat, _vecmat_reference,
+          method="vecmatmult", example_dims=(3, 6))
+
+
+def _emit_tensorprod(c: EmitContext) -> list[str]:
+    a, b = c.args
+    return [f"for (int k = 0; k < {a.dim}; ++k)",
+            f"  for (int l = 0; l < {b.dim}; ++l) "
+            f"{c.out}[k * {b.dim} + l] = {a.at('k')} * {b.at('l')};"]
+
+
+def _tensorprod_reference(xp, a, b):
+    out = a[..., :, None] * b[..., None, :]
+    return out.reshape(out.shape[:-2] + (a.shape[-1] * b.shape[-1],))
+
+
+vector_op("TensorProd", 2, lambda d, p: d[0] * d[1], _emit_tensorprod, _tensorprod_reference,
+          method="tensorprod", example_dims=(2, 3))
+
+
+def _table_emit(c: EmitContext, table: list[list[tuple[int, int]]]) -> list[str]:
+    """out[k] = sum over (ia, ib) in table[k] of a[ia] * b[ib], unrolled at generation time."""
+    a, b = c.args
+    lines = []
+    for k, pairs in enumerate(table):
+        terms = " + ".join(f"{a.at(ia)} * {b.at(ib)}" for ia, ib in pairs)
+        lines.append(f"{c.out}[{k}] = {terms};")
+    return lines
+
+
+def _kron_shapes(dims, params):
+    if params:
+        p, q, r, s = params
+        return (p, q), (r, s)
+    return (dims[0], 1), (dims[1], 1)
+
+
+def _kron_dims(dims, params):
+    if params and len(params) != 4:
+        raise ValueError(f"Kron takes shapes (p, q, r, s), got {params}")
+    (p, q), (r, s) = _kron_shapes(dims, params)
+    if p * q != dims[0] or r * s != dims[1]:
+        raise _fail("Kron", f"shapes {p}x{q} and {r}x{s} do not match", dims)
+    return p * q * r * s
+
+
+def _kron_table(dims, params):
+    (p, q), (r, s) = _kron_shapes(dims, params)
+    table = [None] * (p * q * r * s)
+    for i in range(p):
+        for j in range(q):
+            for k in range(r):
+                for m in range(s):
+                    table[(i * r + k) * (q * s) + j * s + m] = [(i * q + j, k * s + m)]
+    return table
+
+
+def _kron_reference(xp, a, b, *params):
+    (p, q), (r, s) = _kron_shapes((a.shape[-1], b.shape[-1]), params)
+    A = a.reshape(a.shape[:-1] + (p, 1, q, 1))
+    B = b.reshape(b.shape[:-1] + (1, r, 1, s))
+    out = A * B
+    return out.reshape(out.shape[:-4] + (p * q * r * s,))
+
+
+vector_op("Kron", 2, _kron_dims,
+          lambda c: _table_emit(c, _kron_table((c.args[0].dim, c.args[1].dim), c.params)),
+          _kron_reference, param_kinds=("ints",), method="kron", example_dims=(4, 4),
+          example_params=((2, 2, 2, 2),),
+          doc="Kronecker product of a (p x q) and a (r x s) matrix, row-major")
+
+
+def _tensordot_dims(dims, params):
+    fa, fb, ca, cb = params
+    if int(np.prod(fa)) != dims[0] or int(np.prod(fb)) != dims[1]:
+        raise _fail("TensorDot", f"shapes {fa} and {fb} do not match", dims)
+    if len(ca) != len(cb) or any(fa[i] != fb[j] for i, j in zip(ca, cb)):
+        raise _fail("TensorDot", f"contracted axes {ca} of {fa} and {cb} of {fb} differ", dims)
+    keep_a = [d for i, d in enumerate(fa) if i not in ca]
+    keep_b = [d for i, d in enumerate(fb) if i not in cb]
+    return int(np.prod(keep_a + keep_b, dtype=np.int64))
+
+
+def _tensordot_table(params):
+    fa, fb, ca, cb = params
+    ia = np.arange(int(np.prod(fa))).reshape(fa)
+    ib = np.arange(int(np.prod(fb))).reshape(fb)
+    keep_a = [i for i in range(len(fa)) if i not in ca]
+    keep_b = [i for i in range(len(fb)) if i not in cb]
+    ta = np.transpose(ia, keep_a + list(ca)).reshape(-1, int(np.prod([fa[i] for i in ca])))
+    tb = np.transpose(ib, list(cb) + keep_b).reshape(int(np.prod([fb[i] for i in cb])), -1)
+    return [list(zip(ta[r].tolist(), tb[:, s].tolist()))
+            for r in range(ta.shape[0]) for s in range(tb.shape[1])]
+
+
+def _tensordot_reference(xp, a, b, fa, fb, ca, cb):
+    A = a.reshape(a.shape[:-1] + tuple(fa))
+    B = b.reshape(b.shape[:-1] + tuple(fb))
+    nb = A.ndim - len(fa)
+    letters = "abcdefghijklmnopqrstuvw"
+    la = list(letters[: len(fa)])
+    lb = list(letters[len(fa): len(fa) + len(fb)])
+    for i, j in zip(ca, cb):
+        lb[j] = la[i]
+    out = [c for i, c in enumerate(la) if i not in ca] + [c for i, c in enumerate(lb)
+                                                          if i not in cb]
+    spec = f"...{''.join(la)},...{''.join(lb)}->...{''.join(out)}"
+    res = xp.einsum(spec, A, B)
+    return res.reshape(res.shape[:nb] + (-1,))
+
+
+vector_op("TensorDot", 2, _tensordot_dims,
+          lambda c: _table_emit(c, _tensordot_table(c.params)), _tensordot_reference,
+          param_kinds=("ints", "ints", "ints", "ints"), method="tensordot",
+          example_dims=(6, 6), example_params=((2, 3), (3, 2), (1,), (0,)),
+          doc="numpy-style tensordot of a (shape fa) and b (shape fb) over axes ca and cb")
