@@ -1,1 +1,21 @@
-"""jaxkeops: KeOps-style symbolic kernel reductions for JAX, without the M x N matrix."""
+"""jaxkeops: KeOps-style symbolic kernel reductions for JAX, without the M x N matrix.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxkeops import Vi, Vj
+    >>> x, y = jnp.ones((1000, 3)), jnp.zeros((2000, 3))
+    >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)
+    >>> D_ij.argKmin(K=5, axis=1).shape
+    (1000, 5)
+"""
+
+from ._version import __version__
+from .errors import CompilerNotFoundError, JaxKeOpsError, KernelCompileError
+from .lazy.genred import Genred
+from .lazy.lazytensor import LazyTensor, Pm, Vi, Vj
+from .runtime import cache_dir, clear_cache
+
+__all__ = [
+    "CompilerNotFoundError", "Genred", "JaxKeOpsError", "KernelCompileError", "LazyTensor",
+    "Pm", "Vi", "Vj", "__version__", "cache_dir", "clear_cache",
+]

@@ -60,7 +60,7 @@ def _batch_rule(args, dims, *, spec, n_out, n_red):
     """vmap: the mapped axis becomes one more leading batch dim of the kernel (no loop)."""
     moved = []
     for a, d in zip(args, dims):
-        if d is batching.not_mapped:
+        if d is None:  # not mapped
             moved.append(a.reshape((1,) + a.shape))
         else:
             moved.append(jnp.moveaxis(a, d, 0))

@@ -369,15 +369,15 @@ def _table_emit(c: EmitContext, table: list[list[tuple[int, int]]]) -> list[str]
 
 
 def _kron_shapes(dims, params):
-    if params:
-        p, q, r, s = params
+    if params and params[0]:
+        p, q, r, s = params[0]
         return (p, q), (r, s)
     return (dims[0], 1), (dims[1], 1)
 
 
 def _kron_dims(dims, params):
-    if params and len(params) != 4:
-        raise ValueError(f"Kron takes shapes (p, q, r, s), got {params}")
+    if params and params[0] and len(params[0]) != 4:
+        raise ValueError(f"Kron takes matrix shapes (p, q, r, s), got {params[0]}")
     (p, q), (r, s) = _kron_shapes(dims, params)
     if p * q != dims[0] or r * s != dims[1]:
         raise _fail("Kron", f"shapes {p}x{q} and {r}x{s} do not match", dims)
@@ -395,8 +395,8 @@ def _kron_table(dims, params):
     return table
 
 
-def _kron_reference(xp, a, b, *params):
-    (p, q), (r, s) = _kron_shapes((a.shape[-1], b.shape[-1]), params)
+def _kron_reference(xp, a, b, shapes=()):
+    (p, q), (r, s) = _kron_shapes((a.shape[-1], b.shape[-1]), (shapes,))
     A = a.reshape(a.shape[:-1] + (p, 1, q, 1))
     B = b.reshape(b.shape[:-1] + (1, r, 1, s))
     out = A * B

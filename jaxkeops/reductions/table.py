@@ -57,7 +57,7 @@ def _sum_cpp(dims, k, vtype, itype, scheme):
     return f"jk::SumReduction<{vtype}, {dims[0]}, {kahan}>"
 
 
-def _sum_ref(xp, vals, axis):
+def _sum_ref(xp, vals, axis, k=None):
     return (xp.sum(vals[0], axis=axis),)
 
 
@@ -77,7 +77,7 @@ def _extremum(name, is_max, value, arg):
             out.append(Output(INDEX, dims[0], (dims[0],)))
         return tuple(out)
 
-    def reference(xp, vals, axis):
+    def reference(xp, vals, axis, k=None):
         v = vals[0]
         out = []
         if value:
@@ -149,7 +149,7 @@ def _lse_outputs(dims, k):
     return (Output(VALUE, w, (w,)),)
 
 
-def _lse_ref(xp, vals, axis):
+def _lse_ref(xp, vals, axis, k=None):
     f = vals[0]
     m = xp.max(f, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
@@ -167,7 +167,7 @@ def _ssw_cpp(dims, k, vtype, itype, scheme):
     return f"jk::LogSumExpReduction<{vtype}, {dims[1]}, true, true>"
 
 
-def _ssw_ref(xp, vals, axis):
+def _ssw_ref(xp, vals, axis, k=None):
     f, w = vals
     m = xp.max(f, axis=axis, keepdims=True)
     e = xp.exp(f - m)

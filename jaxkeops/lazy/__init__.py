@@ -1,0 +1,1 @@
+"""The user-facing API: LazyTensor, Vi/Vj/Pm and Genred."""

@@ -1,0 +1,64 @@
+"""A dense, pure-jnp evaluator of any formula and reduction: the reference for every test.
+
+It materialises the whole (*batch, M, N, dim) array of formula values, so it is only for the
+small sizes of tests. It shares nothing with the code generator but the op table's `reference`
+functions, which are plain jnp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+
+from ._shapes import check_call, index_dtype
+from .codegen.spec import KernelSpec
+from .formulas import CAT_I, CAT_J, OPS, Const, Node, Op, Var, walk
+from .reductions import INDEX
+
+
+def evaluate(formula: Node, env: dict[Var, jnp.ndarray], dtype) -> jnp.ndarray:
+    """The values of `formula` given an array for each variable (broadcastable, last axis dim)."""
+    values: dict[Node, jnp.ndarray] = {}
+    for node in walk(formula):
+        if isinstance(node, Var):
+            values[node] = jnp.asarray(env[node], dtype)
+        elif isinstance(node, Const):
+            values[node] = jnp.full((node.dim,), node.value, dtype)
+        elif isinstance(node, Op):
+            args = [values[a] for a in node.args]
+            values[node] = jnp.asarray(OPS[node.name].reference(jnp, *args, *node.params), dtype)
+    return values[formula]
+
+
+def dense_reduce(spec: KernelSpec, arrays: Sequence, names: Sequence[str] | None = None):
+    """What jaxkeops computes for `spec` on `arrays` (Genred layout), by brute force.
+
+    i-variables are (*batch, M, dim), j-variables (*batch, N, dim), parameters (*batch, dim).
+    Returns a tuple with one array per output of the reduction, shaped as jaxkeops returns it.
+    """
+    names = names or [repr(v) for v in spec.args]
+    layout = check_call(spec.args, arrays, names)
+    env = {}
+    for var, a in zip(spec.args, arrays):
+        a = jnp.asarray(a)
+        if var.cat == CAT_I:
+            env[var] = a[..., :, None, :]
+        elif var.cat == CAT_J:
+            env[var] = a[..., None, :, :]
+        else:
+            env[var] = a[..., None, None, :]
+    n_i = max(layout.n_i, 1)
+    n_j = max(layout.n_j, 1)
+    full = layout.batch + (n_i, n_j)
+    vals = []
+    for f in spec.formulas:
+        v = evaluate(f, env, layout.dtype)
+        vals.append(jnp.broadcast_to(v, full + (f.dim,)))
+    axis = -2 if spec.axis == 1 else -3
+    outs = spec.reduction_spec.reference(jnp, vals, axis, k=spec.k)
+    result = []
+    for out, value in zip(spec.outputs, outs):
+        dtype = index_dtype() if out.kind == INDEX else layout.dtype
+        result.append(jnp.asarray(value).astype(dtype))
+    return tuple(result)
