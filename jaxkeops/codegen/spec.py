@@ -33,7 +33,9 @@ class KernelSpec:
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {self.reduction!r}")
         if self.axis not in (0, 1):
-            raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {self.axis}")
+            raise ValueError(
+                f"axis must be 0 (reduce over i) or 1 (reduce over j), got {self.axis}"
+            )
         if self.dtype not in DTYPES:
             raise TypeError(f"formulas compute in float32 or float64, not {self.dtype}")
         if self.index_dtype not in INDEX_DTYPES:

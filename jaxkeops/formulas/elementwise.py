@@ -57,15 +57,6 @@ def _is_const(node: Node, value: float) -> bool:
     return isinstance(node, Const) and node.value == value
 
 
-def _grow(node: Node, dim: int) -> Node:
-    """`node` as a formula of dimension `dim` (a scalar constant is widened; others broadcast)."""
-    if node.dim == dim:
-        return node
-    if isinstance(node, Const):
-        return Const(node.value, dim)
-    return make("Mult", node, Const(1.0, dim))
-
-
 def _simplify_add(a: Node, b: Node, params: tuple, dim: int) -> Node | None:
     if _is_const(b, 0.0) and b.dim <= a.dim:
         return a
@@ -117,7 +108,8 @@ def _simplify_pow(a: Node, params: tuple, dim: int) -> Node | None:
     return None
 
 
-def _round_half_away(xp, x):
+def round_half_away(xp, x):
+    """Rounding with halves away from zero, as C's round() (jnp.round rounds to even)."""
     return xp.sign(x) * xp.floor(xp.abs(x) + 0.5)
 
 
@@ -206,7 +198,7 @@ elementwise(
 )
 elementwise(
     "Round", 1, "jk::round_digits({0}, {p0})",
-    lambda xp, x, d: _round_half_away(xp, x * 10.0**d) / 10.0**d,
+    lambda xp, x, d: round_half_away(xp, x * 10.0**d) / 10.0**d,
     method="round", params=("int",), smooth=False, example_params=(2,),
     doc="round to d decimals, halves away from zero",
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .elementwise import round_half_away as _round_half_away
 from .optable import Access, EmitContext, OpSpec, broadcast_dims, register
 
 
@@ -276,10 +277,6 @@ def _onehot_dims(dims, params):
 def _onehot_reference(xp, x, d):
     idx = _round_half_away(xp, x)
     return (idx == xp.arange(d)).astype(x.dtype)
-
-
-def _round_half_away(xp, x):
-    return xp.sign(x) * xp.floor(xp.abs(x) + 0.5)
 
 
 vector_op("OneHot", 1, _onehot_dims,

@@ -10,6 +10,7 @@ from ..formulas.parser import parse_aliases, parse_formula
 from ..reductions import reduction as reduction_spec
 from .reduce import run_reduction
 
+
 class Genred:
     """A generic reduction of a formula string, compiled on first call.
 
