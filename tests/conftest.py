@@ -1,0 +1,70 @@
+"""Shared test configuration: float64 support, a seeded rng, tolerances, and the helpers that
+run one reduction through jaxkeops and through the dense reference of `jaxkeops.testing`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxkeops._shapes import index_dtype  # noqa: E402
+from jaxkeops.codegen.spec import KernelSpec  # noqa: E402
+from jaxkeops.lazy.reduce import run_reduction  # noqa: E402
+from jaxkeops.testing import dense_reduce  # noqa: E402
+
+TOLERANCES = {
+    # (rtol, atol); atol is scaled by the magnitude of the expected result.
+    "float32": (2e-4, 2e-5),
+    "float64": (1e-10, 1e-12),
+}
+
+
+@pytest.fixture
+def rng():
+    """A numpy Generator with a fixed seed (a fresh one for every test)."""
+    return np.random.default_rng(20240607)
+
+
+def assert_close(actual, expected, dtype, rtol: float | None = None, atol: float | None = None):
+    """Elementwise |actual - expected| <= atol * scale + rtol * |expected|, with scale the
+    largest finite magnitude of `expected` (at least 1). inf and NaN must match exactly."""
+    dtype = np.dtype(dtype).name
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != expected {expected.shape}"
+    base_rtol, base_atol = TOLERANCES[dtype]
+    rtol = base_rtol if rtol is None else rtol
+    atol = base_atol if atol is None else atol
+    finite = np.abs(expected[np.isfinite(expected)])
+    scale = max(1.0, float(finite.max())) if finite.size else 1.0
+    np.testing.assert_allclose(
+        actual.astype(np.float64), expected.astype(np.float64), rtol=rtol, atol=atol * scale,
+        equal_nan=True,
+    )
+
+
+def make_spec(formulas: Sequence, reduction: str, axis: int, variables: Sequence, dtype: str,
+              k: int | None = None, sum_scheme: str = "block") -> KernelSpec:
+    """The KernelSpec `run_reduction` builds for the same call (for the dense reference)."""
+    return KernelSpec(
+        formulas=tuple(formulas), reduction=reduction, axis=axis, dtype=dtype,
+        index_dtype=index_dtype(), k=k, sum_scheme=sum_scheme, args=tuple(variables),
+    )
+
+
+def run_both(formulas: Sequence, reduction: str, axis: int, variables: Sequence,
+             arrays: Sequence, k: int | None = None, sum_scheme: str = "block"):
+    """(jaxkeops outputs, dense reference outputs) of one reduction, as tuples of arrays."""
+    dtype = np.asarray(arrays[0]).dtype.name
+    names = [repr(v) for v in variables]
+    got = run_reduction(tuple(formulas), reduction, axis, tuple(variables), list(arrays), names,
+                        k=k, sum_scheme=sum_scheme)
+    spec = make_spec(formulas, reduction, axis, variables, dtype, k=k, sum_scheme=sum_scheme)
+    ref = dense_reduce(spec, list(arrays), names)
+    assert len(got) == len(ref)
+    return got, ref
