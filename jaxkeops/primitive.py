@@ -4,10 +4,21 @@ This is the only module that touches JAX internals (`jax.extend.core`, `jax.inte
 The primitive takes the kernel operands ((*batch, rows, dim) each, see `_shapes.py`) and the
 static parameters `spec` (a `KernelSpec`), `n_out` and `n_red`; it returns one
 (*batch, n_out, width) array per output of the reduction.
+
+Rules:
+- JVP: the tangent of every value-producing reduction is another generated Sum reduction,
+  linear in the tangents (see `autodiff/reduction_ad.py`), or, for Min/Max/KMin, the formula's
+  derivative evaluated densely at the selected pairs. Index outputs have zero tangents.
+- Transpose: only Sum reductions appear linearly; the transpose of one is a Sum reduction per
+  group of linear operands (over the other axis for inner variables), from the symbolic
+  transpose of its formula. Reverse mode is the transpose of forward mode, to any order.
+- Batching: a vmapped axis becomes one more leading batch dim of the kernel: no loop, no copy
+  of unbatched operands.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -15,30 +26,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Primitive
-from jax.interpreters import batching, mlir
+from jax.interpreters import ad, batching, mlir
 
 from ._lowering import lower_cpu
-from .codegen.spec import KernelSpec
+from ._select import evaluate_at_selection
+from .autodiff import INDEX_ONLY, SELECTING, jvp, sum_tangent_formula, transpose
+from .codegen.spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
+from .formulas import CAT_I, CAT_J, Node, Var, make, variables
 from .reductions import INDEX
 
 reduction_p = Primitive("jaxkeops_reduction")
 reduction_p.multiple_results = True
 
 
-def _out_avals(avals, spec: KernelSpec, n_out: int, n_red: int):
-    if avals:
-        batch = np.broadcast_shapes(*(tuple(a.shape[:-2]) for a in avals))
-    else:
-        batch = ()
+def _abstract_eval(*avals, spec: KernelSpec, n_out: int, n_red: int):
+    batch = np.broadcast_shapes(*(tuple(a.shape[:-2]) for a in avals)) if avals else ()
     result = []
     for out in spec.outputs:
         dtype = spec.index_dtype if out.kind == INDEX else spec.dtype
         result.append(jax.core.ShapedArray(tuple(batch) + (n_out, out.width), jnp.dtype(dtype)))
     return result
-
-
-def _abstract_eval(*avals, spec: KernelSpec, n_out: int, n_red: int):
-    return _out_avals(avals, spec, n_out, n_red)
 
 
 @functools.cache
@@ -56,11 +63,151 @@ reduction_p.def_abstract_eval(_abstract_eval)
 mlir.register_lowering(reduction_p, lower_cpu, platform="cpu")
 
 
+def bind_reduction(spec: KernelSpec, operands: Sequence, n_out: int, n_red: int) -> list:
+    return reduction_p.bind(*operands, spec=spec, n_out=int(n_out), n_red=int(n_red))
+
+
+def _bind_formulas(base: KernelSpec, formulas: tuple[Node, ...], reduction: str, axis: int,
+                   operands: dict[Var, jax.Array], n_out: int, n_red: int,
+                   k: int | None = None) -> list:
+    """Binds a new reduction of `formulas`, taking from `operands` the variables they use."""
+    used = tuple(variables(*formulas))
+    spec = dataclasses.replace(base, formulas=formulas, reduction=reduction, axis=axis, k=k,
+                               args=used)
+    return bind_reduction(spec, [operands[v] for v in used], n_out, n_red)
+
+
+class _Fresh:
+    """New variable indices above those of a spec."""
+
+    def __init__(self, spec: KernelSpec):
+        self.next = max((v.index for v in spec.args), default=-1) + 1
+
+    def var(self, dim: int, cat: int) -> Var:
+        self.next += 1
+        return Var(self.next - 1, dim, cat)
+
+
+def _outer_cat(spec: KernelSpec) -> int:
+    return CAT_I if spec.axis == 1 else CAT_J
+
+
+# ----------------------------------------------------------------------------------------------
+# JVP.
+def _zero_tangent(x) -> ad.Zero:
+    """A symbolic zero tangent for `x` (float0 for integer outputs)."""
+    return ad.Zero(jax.typeof(x).to_tangent_aval())
+
+
+def _jvp_rule(primals, tangents, *, spec: KernelSpec, n_out: int, n_red: int):
+    outs = bind_reduction(spec, primals, n_out, n_red)
+    fresh = _Fresh(spec)
+    operands = dict(zip(spec.args, primals))
+    tangent_vars = {}
+    for var, t in zip(spec.args, tangents):
+        if type(t) is not ad.Zero:
+            tv = fresh.var(var.dim, var.cat)
+            tangent_vars[var] = tv
+            operands[tv] = t
+    zero_tangents = [_zero_tangent(o) for o in outs]
+    if spec.reduction in INDEX_ONLY or not tangent_vars:
+        return outs, zero_tangents
+    if spec.reduction in SELECTING:
+        return outs, _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red)
+    out_var = lse_var = None
+    if spec.reduction in ("LogSumExp", "SumSoftMaxWeight"):
+        out_var = fresh.var(outs[0].shape[-1], _outer_cat(spec))
+        operands[out_var] = outs[0]
+    if spec.reduction == "SumSoftMaxWeight":
+        lse_var = fresh.var(1, _outer_cat(spec))
+        operands[lse_var] = _bind_formulas(spec, spec.formulas[:1], "LogSumExp", spec.axis,
+                                           operands, n_out, n_red)[0]
+    formula = sum_tangent_formula(spec.reduction, spec.formulas, tangent_vars, out_var, lse_var)
+    if formula is None:
+        return outs, zero_tangents
+    tangent = _bind_formulas(spec, (formula,), "Sum", spec.axis, operands, n_out, n_red)[0]
+    return outs, [tangent]
+
+
+def _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red):
+    """Min/Max/KMin: dF at the pairs the reduction selected (index outputs: zero tangents)."""
+    kinds = [o.kind for o in spec.outputs]
+    if INDEX in kinds:
+        indices = outs[kinds.index(INDEX)]
+    else:
+        indices = _bind_formulas(spec, spec.formulas, SELECTING[spec.reduction], spec.axis,
+                                 operands, n_out, n_red, k=spec.k)[0]
+    derivative = jvp(spec.formulas[0], tangent_vars)
+    result = []
+    for out, kind in zip(outs, kinds):
+        if kind == INDEX or derivative is None:
+            result.append(_zero_tangent(out))
+            continue
+        values = evaluate_at_selection(derivative, spec.formulas[0].dim, spec, operands,
+                                       jax.lax.stop_gradient(indices))
+        result.append(values.astype(out.dtype))
+    return result
+
+
+ad.primitive_jvps[reduction_p] = _jvp_rule
+
+
+# ----------------------------------------------------------------------------------------------
+# Transpose.
+def _transpose_rule(cts, *operands, spec: KernelSpec, n_out: int, n_red: int):
+    if spec.reduction != "Sum":
+        raise NotImplementedError(f"jaxkeops: {spec.reduction} is not linear; only Sum "
+                                  "reductions are transposed")
+    ct = cts[0]
+    linear = [v for v, op in zip(spec.args, operands) if ad.is_undefined_primal(op)]
+    if type(ct) is ad.Zero or not linear:
+        return [None] * len(operands)
+    fresh = _Fresh(spec)
+    g = fresh.var(spec.formulas[0].dim, _outer_cat(spec))
+    known = {v: op for v, op in zip(spec.args, operands) if not ad.is_undefined_primal(op)}
+    known[g] = ct
+    cotangents = transpose(spec.formulas[0], linear, g)
+    groups: dict[int, list[Var]] = {}
+    for v in linear:
+        if cotangents[v] is not None:
+            groups.setdefault(spec.role(v), []).append(v)
+    results: dict[Var, jax.Array] = {}
+    for role, members in groups.items():
+        axis = 1 - spec.axis if role == ROLE_INNER else spec.axis
+        rows_out, rows_red = (n_red, n_out) if role == ROLE_INNER else (n_out, n_red)
+        formula = cotangents[members[0]]
+        for v in members[1:]:
+            formula = make("Concat", formula, cotangents[v])
+        out = _bind_formulas(spec, (formula,), "Sum", axis, known, rows_out, rows_red)[0]
+        start = 0
+        for v in members:
+            part = out[..., start:start + v.dim]
+            start += v.dim
+            if role == ROLE_PARAM:
+                part = jnp.sum(part, axis=-2, keepdims=True)
+            results[v] = part
+    return [_sum_to_shape(results[v], op.aval.shape) if v in results else None
+            for v, op in zip(spec.args, operands)]
+
+
+def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Sums `x` over the batch dims that were broadcast from size 1 in `shape`."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(x.shape, shape)) if a != b)
+    if axes:
+        x = jnp.sum(x, axis=axes, keepdims=True)
+    return x.reshape(shape)
+
+
+ad.primitive_transposes[reduction_p] = _transpose_rule
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching.
 def _batch_rule(args, dims, *, spec, n_out, n_red):
     """vmap: the mapped axis becomes one more leading batch dim of the kernel (no loop)."""
     moved = []
     for a, d in zip(args, dims):
-        if d is None:  # not mapped
+        if d is None:  # not mapped: a size-1 batch dim, broadcast inside the kernel
             moved.append(a.reshape((1,) + a.shape))
         else:
             moved.append(jnp.moveaxis(a, d, 0))
@@ -70,6 +217,4 @@ def _batch_rule(args, dims, *, spec, n_out, n_red):
 
 batching.primitive_batchers[reduction_p] = _batch_rule
 
-
-def bind_reduction(spec: KernelSpec, operands: Sequence, n_out: int, n_red: int) -> list:
-    return reduction_p.bind(*operands, spec=spec, n_out=int(n_out), n_red=int(n_red))
+__all__ = ["ROLE_OUTER", "bind_reduction", "reduction_p"]

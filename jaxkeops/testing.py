@@ -13,22 +13,9 @@ import jax.numpy as jnp
 
 from ._shapes import check_call, index_dtype
 from .codegen.spec import KernelSpec
-from .formulas import CAT_I, CAT_J, OPS, Const, Node, Op, Var, walk
+from .formulas import CAT_I, CAT_J
+from .formulas.dense import evaluate
 from .reductions import INDEX
-
-
-def evaluate(formula: Node, env: dict[Var, jnp.ndarray], dtype) -> jnp.ndarray:
-    """The values of `formula` given an array for each variable (broadcastable, last axis dim)."""
-    values: dict[Node, jnp.ndarray] = {}
-    for node in walk(formula):
-        if isinstance(node, Var):
-            values[node] = jnp.asarray(env[node], dtype)
-        elif isinstance(node, Const):
-            values[node] = jnp.full((node.dim,), node.value, dtype)
-        elif isinstance(node, Op):
-            args = [values[a] for a in node.args]
-            values[node] = jnp.asarray(OPS[node.name].reference(jnp, *args, *node.params), dtype)
-    return values[formula]
 
 
 def dense_reduce(spec: KernelSpec, arrays: Sequence, names: Sequence[str] | None = None):

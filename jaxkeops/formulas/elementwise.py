@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .algebra import add, const, div, mul, neg, scale, sub, zeros_or
 from .nodes import Const, Node
 from .optable import EmitContext, OpSpec, broadcast_dims, make, register
 
@@ -117,15 +118,120 @@ def _where(xp, cond, a, b):
     return xp.where(cond, a, b)
 
 
+# Derivative rules. Tangents may be None (zero); a scalar tangent of a vector result is
+# broadcast by the caller, and cotangents are summed back to each argument's dim by the caller.
+def _unary(derivative):
+    """The JVP of f(a) given f'(a) as a formula of (a, out)."""
+    return lambda args, ts, out, params: mul(derivative(args[0], out, *params), ts[0])
+
+
+def _zero_jvp(args, ts, out, params):
+    return None
+
+
+def _jvp_add(args, ts, out, params):
+    return add(ts[0], ts[1])
+
+
+def _jvp_sub(args, ts, out, params):
+    return sub(ts[0], ts[1])
+
+
+def _jvp_mult(args, ts, out, params):
+    a, b = args
+    return add(mul(ts[0], b), mul(a, ts[1]))
+
+
+def _jvp_divide(args, ts, out, params):
+    return div(sub(ts[0], mul(out, ts[1])), args[1])
+
+
+def _t_add(args, linear, ct, out, params):
+    return ct, ct
+
+
+def _t_sub(args, linear, ct, out, params):
+    return ct, neg(ct)
+
+
+def _t_minus(args, linear, ct, out, params):
+    return (neg(ct),)
+
+
+def _t_mult(args, linear, ct, out, params):
+    a, b = args
+    if linear[0] and linear[1]:
+        raise ValueError("Mult of two tangent-dependent factors is not linear")
+    return (mul(ct, b) if linear[0] else None, mul(ct, a) if linear[1] else None)
+
+
+def _t_divide(args, linear, ct, out, params):
+    if linear[1]:
+        raise ValueError("Divide by a tangent-dependent formula is not linear")
+    return div(ct, args[1]), None
+
+
+def _jvp_ifelse(args, ts, out, params):
+    if ts[1] is None and ts[2] is None:
+        return None
+    return make("IfElse", args[0], zeros_or(ts[1], 1), zeros_or(ts[2], 1))
+
+
+def _t_ifelse(args, linear, ct, out, params):
+    if linear[0]:
+        raise ValueError("IfElse on a tangent-dependent condition is not linear")
+    zero = const(0.0)
+    return (None, make("IfElse", args[0], ct, zero) if linear[1] else None,
+            make("IfElse", args[0], zero, ct) if linear[2] else None)
+
+
+def _jvp_clamp(args, ts, out, params):
+    x, a, b = args
+    inside = mul(make("GreaterOrEqual", x, a), make("LessOrEqual", x, b))
+    return add(add(mul(inside, ts[0]), mul(make("LessThan", x, a), ts[1])),
+               mul(make("GreaterThan", x, b), ts[2]))
+
+
+def _jvp_clampint(args, ts, out, params):
+    x = args[0]
+    lo, hi = params
+    inside = mul(make("GreaterOrEqual", x, const(lo)), make("LessOrEqual", x, const(hi)))
+    return mul(inside, ts[0])
+
+
+def _jvp_mod(args, ts, out, params):
+    x, n, d = args
+    return sub(ts[0], mul(make("Floor", div(sub(x, d), n)), ts[1]))
+
+
+def _jvp_atan2(args, ts, out, params):
+    y, x = args
+    r2 = add(mul(x, x), mul(y, y))
+    return div(sub(mul(x, ts[0]), mul(y, ts[1])), r2)
+
+
+def _jvp_powf(args, ts, out, params):
+    x, y = args
+    return mul(out, add(mul(ts[1], make("Log", x)), mul(y, div(ts[0], x))))
+
+
+def _rsqrt_of_one_minus_square(a):
+    return make("Rsqrt", sub(const(1.0), mul(a, a)))
+
+
 # Arithmetic.
-elementwise("Add", 2, "{0} + {1}", lambda xp, a, b: a + b, simplify=_simplify_add)
-elementwise("Subtract", 2, "{0} - {1}", lambda xp, a, b: a - b, simplify=_simplify_subtract)
-elementwise("Mult", 2, "{0} * {1}", lambda xp, a, b: a * b, simplify=_simplify_mult)
+elementwise("Add", 2, "{0} + {1}", lambda xp, a, b: a + b, simplify=_simplify_add,
+            jvp=_jvp_add, transpose=_t_add)
+elementwise("Subtract", 2, "{0} - {1}", lambda xp, a, b: a - b, simplify=_simplify_subtract,
+            jvp=_jvp_sub, transpose=_t_sub)
+elementwise("Mult", 2, "{0} * {1}", lambda xp, a, b: a * b, simplify=_simplify_mult,
+            jvp=_jvp_mult, transpose=_t_mult)
 elementwise(
     "Divide", 2, "{0} / {1}", lambda xp, a, b: a / b, simplify=_simplify_divide,
-    domain=(0.5, 2.0),
+    domain=(0.5, 2.0), jvp=_jvp_divide, transpose=_t_divide,
 )
-elementwise("Minus", 1, "-{0}", lambda xp, a: -a, simplify=_simplify_minus)
+elementwise("Minus", 1, "-{0}", lambda xp, a: -a, simplify=_simplify_minus,
+            jvp=lambda args, ts, out, p: neg(ts[0]), transpose=_t_minus)
 
 # Comparisons give 1.0 where true and 0.0 where false, as in KeOps.
 for _name, _c, _method, _ref in [
@@ -139,83 +245,105 @@ for _name, _c, _method, _ref in [
     elementwise(
         _name, 2, _c,
         (lambda r: lambda xp, a, b: r(xp, a, b).astype(xp.result_type(a, b)))(_ref),
-        method=_method, smooth=False,
+        method=_method, smooth=False, jvp=_zero_jvp,
     )
 
 # Scalar functions.
-elementwise("Exp", 1, "jk::exp({0})", lambda xp, x: xp.exp(x), method="exp")
-elementwise("Log", 1, "jk::log({0})", lambda xp, x: xp.log(x), method="log", domain=(0.2, 3.0))
+elementwise("Exp", 1, "jk::exp({0})", lambda xp, x: xp.exp(x), method="exp",
+            jvp=_unary(lambda a, out: out))
+elementwise("Log", 1, "jk::log({0})", lambda xp, x: xp.log(x), method="log", domain=(0.2, 3.0),
+            jvp=_unary(lambda a, out: make("Inv", a)))
 elementwise(
     "XLogX", 1, "jk::xlogx({0})",
     lambda xp, x: _where(xp, x == 0, 0.0 * x, x * xp.log(xp.where(x == 0, 1.0, x))),
     method="xlogx", domain=(0.2, 3.0),
+    jvp=_unary(lambda a, out: add(make("Log", a), const(1.0))),
 )
-elementwise("Sin", 1, "jk::sin({0})", lambda xp, x: xp.sin(x), method="sin")
-elementwise("Cos", 1, "jk::cos({0})", lambda xp, x: xp.cos(x), method="cos")
+elementwise("Sin", 1, "jk::sin({0})", lambda xp, x: xp.sin(x), method="sin",
+            jvp=_unary(lambda a, out: make("Cos", a)))
+elementwise("Cos", 1, "jk::cos({0})", lambda xp, x: xp.cos(x), method="cos",
+            jvp=_unary(lambda a, out: neg(make("Sin", a))))
 elementwise(
-    "Asin", 1, "jk::asin({0})", lambda xp, x: xp.arcsin(x), method="asin", domain=(-0.9, 0.9)
+    "Asin", 1, "jk::asin({0})", lambda xp, x: xp.arcsin(x), method="asin", domain=(-0.9, 0.9),
+    jvp=_unary(lambda a, out: _rsqrt_of_one_minus_square(a)),
 )
 elementwise(
-    "Acos", 1, "jk::acos({0})", lambda xp, x: xp.arccos(x), method="acos", domain=(-0.9, 0.9)
+    "Acos", 1, "jk::acos({0})", lambda xp, x: xp.arccos(x), method="acos", domain=(-0.9, 0.9),
+    jvp=_unary(lambda a, out: neg(_rsqrt_of_one_minus_square(a))),
 )
-elementwise("Atan", 1, "jk::atan({0})", lambda xp, x: xp.arctan(x), method="atan")
+elementwise("Atan", 1, "jk::atan({0})", lambda xp, x: xp.arctan(x), method="atan",
+            jvp=_unary(lambda a, out: make("Inv", add(const(1.0), mul(a, a)))))
 elementwise(
     "Atan2", 2, "jk::atan2({0}, {1})", lambda xp, y, x: xp.arctan2(y, x), method="atan2",
-    domain=(0.2, 2.0),
+    domain=(0.2, 2.0), jvp=_jvp_atan2,
 )
 elementwise(
     "SinXDivX", 1, "jk::sinxdivx({0})",
     lambda xp, x: _where(xp, x == 0, 1.0 + 0.0 * x, xp.sin(x) / xp.where(x == 0, 1.0, x)),
-    method="sinxdivx",
+    method="sinxdivx", domain=(0.2, 2.0),
+    jvp=_unary(lambda a, out: div(sub(make("Cos", a), out), a)),
+    doc="sin(x)/x, and 1 at x = 0 (its derivative is not defined at 0)",
 )
-elementwise("Sqrt", 1, "jk::sqrt({0})", lambda xp, x: xp.sqrt(x), method="sqrt", domain=(0.2, 3.0))
+elementwise("Sqrt", 1, "jk::sqrt({0})", lambda xp, x: xp.sqrt(x), method="sqrt", domain=(0.2, 3.0),
+            jvp=_unary(lambda a, out: div(const(0.5), out)))
 elementwise(
     "Rsqrt", 1, "jk::rsqrt({0})",
     lambda xp, x: _where(xp, x == 0, 0.0 * x, 1.0 / xp.sqrt(xp.where(x == 0, 1.0, x))),
     method="rsqrt", domain=(0.2, 3.0),
     doc="1/sqrt(x), and 0 at x = 0 as in KeOps",
+    jvp=_unary(lambda a, out: scale(mul(out, mul(out, out)), -0.5)),
 )
-elementwise("Inv", 1, "jk::inv({0})", lambda xp, x: 1.0 / x, method="inv", domain=(0.5, 2.0))
-elementwise("Abs", 1, "jk::abs({0})", lambda xp, x: xp.abs(x), method="abs", smooth=False)
-elementwise("Sign", 1, "jk::sign({0})", lambda xp, x: xp.sign(x), method="sign", smooth=False)
+elementwise("Inv", 1, "jk::inv({0})", lambda xp, x: 1.0 / x, method="inv", domain=(0.5, 2.0),
+            jvp=_unary(lambda a, out: neg(mul(out, out))))
+elementwise("Abs", 1, "jk::abs({0})", lambda xp, x: xp.abs(x), method="abs", smooth=False,
+            jvp=_unary(lambda a, out: make("Sign", a)))
+elementwise("Sign", 1, "jk::sign({0})", lambda xp, x: xp.sign(x), method="sign", smooth=False,
+            jvp=_zero_jvp)
 elementwise(
     "Step", 1, "jk::step({0})", lambda xp, x: _where(xp, x < 0, 0.0 * x, 1.0 + 0.0 * x),
-    method="step", smooth=False, doc="0 for x < 0, else 1",
+    method="step", smooth=False, doc="0 for x < 0, else 1", jvp=_zero_jvp,
 )
 elementwise(
     "ReLU", 1, "jk::relu({0})", lambda xp, x: _where(xp, x < 0, 0.0 * x, x),
-    method="relu", smooth=False,
+    method="relu", smooth=False, jvp=_unary(lambda a, out: make("Step", a)),
 )
-elementwise("Floor", 1, "jk::floor({0})", lambda xp, x: xp.floor(x), method="floor", smooth=False)
-elementwise("Square", 1, "{0} * {0}", lambda xp, x: x * x, method="square")
+elementwise("Floor", 1, "jk::floor({0})", lambda xp, x: xp.floor(x), method="floor", smooth=False,
+            jvp=_zero_jvp)
+elementwise("Square", 1, "{0} * {0}", lambda xp, x: x * x, method="square",
+            jvp=_unary(lambda a, out: scale(a, 2.0)))
 elementwise(
     "Pow", 1, "jk::powi({0}, {p0})", lambda xp, x, n: x**n, method="pow",
     params=("int",), simplify=_simplify_pow, example_params=(3,),
+    jvp=_unary(lambda a, out, n: scale(make("Pow", a, params=(n - 1,)), float(n))),
 )
 elementwise(
     "Powf", 2, "jk::powf({0}, {1})", lambda xp, x, y: xp.power(x, y), method="powf",
-    domain=(0.2, 2.0), doc="x ** y for a formula y, defined for x > 0",
+    domain=(0.2, 2.0), doc="x ** y for a formula y, defined for x > 0", jvp=_jvp_powf,
 )
 elementwise(
     "Round", 1, "jk::round_digits({0}, {p0})",
     lambda xp, x, d: round_half_away(xp, x * 10.0**d) / 10.0**d,
     method="round", params=("int",), smooth=False, example_params=(2,),
-    doc="round to d decimals, halves away from zero",
+    doc="round to d decimals, halves away from zero", jvp=_zero_jvp,
 )
 elementwise(
     "ClampInt", 1, "jk::clamp({0}, {p0}, {p1})",
     lambda xp, x, a, b: xp.minimum(xp.maximum(x, a), b),
     method="clampint", params=("int", "int"), smooth=False, example_params=(-1, 1),
+    jvp=_jvp_clampint,
 )
 elementwise(
     "Clamp", 3, "jk::clamp({0}, {1}, {2})",
     lambda xp, x, a, b: xp.minimum(xp.maximum(x, a), b), method="clamp", smooth=False,
+    jvp=_jvp_clamp,
 )
 elementwise(
     "IfElse", 3, "jk::ifelse({0}, {1}, {2})", lambda xp, f, a, b: _where(xp, f >= 0, a, b),
     method="ifelse", smooth=False, doc="a where f >= 0, else b",
+    jvp=_jvp_ifelse, transpose=_t_ifelse,
 )
 elementwise(
     "Mod", 3, "jk::mod({0}, {1}, {2})", lambda xp, x, n, d: x - n * xp.floor((x - d) / n),
     method="mod", smooth=False, domain=(0.5, 2.0), doc="x - n * floor((x - d) / n)",
+    jvp=_jvp_mod,
 )

@@ -11,8 +11,9 @@ The derivative rules are attached next to each definition in the `vjp`/`jvp` slo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,11 @@ class OpSpec:
     example_dims: tuple[int, ...] | None = None
     smooth: bool = True
     doc: str = ""
-    rules: dict = field(default_factory=dict)
+    # Derivatives. jvp(args, tangents, out, params) returns the tangent of `out` given the
+    # tangents of its arguments (None for a zero tangent). Linear ops also have
+    # transpose(args, linear, ct, out, params): the cotangent of each argument marked linear.
+    jvp: Callable[..., Node | None] | None = None
+    transpose: Callable[..., tuple] | None = None
 
 
 OPS: dict[str, OpSpec] = {}
@@ -84,6 +89,11 @@ def register(spec: OpSpec, simplify: Callable[..., Node | None] | None = None) -
     if simplify is not None:
         _SIMPLIFIERS[spec.name] = simplify
     return spec
+
+
+def attach_rules(name: str, jvp: Callable | None = None, transpose: Callable | None = None) -> None:
+    """Adds derivative rules to an op registered above them in the same file."""
+    OPS[name] = dataclasses.replace(OPS[name], jvp=jvp, transpose=transpose)
 
 
 def _check_params(spec: OpSpec, params: Sequence) -> tuple:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .algebra import add, div, dot, embed, mul, scale, sub, total, widen, zeros_or
 from .elementwise import round_half_away as _round_half_away
-from .optable import Access, EmitContext, OpSpec, broadcast_dims, register
+from .optable import Access, EmitContext, OpSpec, attach_rules, broadcast_dims, make, register
 
 
 def _fail(name: str, message: str, dims: tuple[int, ...]) -> ValueError:
@@ -451,3 +452,141 @@ vector_op("TensorDot", 2, _tensordot_dims,
           param_kinds=("ints", "ints", "ints", "ints"), method="tensordot",
           example_dims=(6, 6), example_params=((2, 3), (3, 2), (1,), (0,)),
           doc="numpy-style tensordot of a (shape fa) and b (shape fb) over axes ca and cb")
+
+
+# Derivative rules.
+def _zero_jvp(args, ts, out, params):
+    return None
+
+
+def _jvp_extremum(args, ts, out, params):
+    """The tangent flows through the selected component, as in jnp.max."""
+    x, dx = args[0], ts[0]
+    pick = make("OneHot", make("ArgMax" if out.name == "Max" else "ArgMin", x),
+                params=(x.dim,))
+    return dot(pick, dx)
+
+
+def _jvp_norm2(args, ts, out, params):
+    return div(dot(args[0], ts[0]), out)
+
+
+def _jvp_normalize(args, ts, out, params):
+    x, dx = args[0], ts[0]
+    return div(sub(dx, mul(out, dot(out, dx))), make("Norm2", x))
+
+
+def _jvp_sqdist(args, ts, out, params):
+    x, y = args
+    return scale(dot(sub(x, y), sub(ts[0], ts[1])), 2.0)
+
+
+def _jvp_scalprod(args, ts, out, params):
+    a, b = args
+    return add(dot(ts[0], b), dot(a, ts[1]))
+
+
+def _t_scalprod(args, linear, ct, out, params):
+    a, b = args
+    if linear[0] and linear[1]:
+        raise ValueError("Scalprod of two tangent-dependent vectors is not linear")
+    return (mul(ct, b) if linear[0] else None, mul(ct, a) if linear[1] else None)
+
+
+def _weighted_jvp(s, x, ds, dx):
+    kind = _weight_kind("weighted", s.dim, x.dim, (s.dim, x.dim))
+    if kind == "iso":
+        return add(mul(ds, make("SqNorm2", x)), scale(mul(s, dot(x, dx)), 2.0))
+    if kind == "diag":
+        return add(total(mul(ds, mul(x, x))), scale(total(mul(s, mul(x, dx))), 2.0))
+    # d(x^T S x) = dx^T S x + x^T S dx + x^T dS x, exact for any S.
+    quad = add(dot(dx, make("MatVecMult", s, x)), dot(x, make("MatVecMult", s, dx)
+                                                      if dx is not None else None))
+    return add(quad, dot(x, make("MatVecMult", ds, x) if ds is not None else None))
+
+
+def _jvp_weightedsqnorm(args, ts, out, params):
+    return _weighted_jvp(args[0], args[1], ts[0], ts[1])
+
+
+def _jvp_weightedsqdist(args, ts, out, params):
+    s, x, y = args
+    return _weighted_jvp(s, make("Subtract", x, y), ts[0], sub(ts[1], ts[2]))
+
+
+def _t_sum(args, linear, ct, out, params):
+    return (widen(ct, args[0].dim),)
+
+
+def _t_elem(args, linear, ct, out, params):
+    return (embed(ct, params[0], args[0].dim),)
+
+
+def _t_extract(args, linear, ct, out, params):
+    return (embed(ct, params[0], args[0].dim),)
+
+
+def _jvp_concat(args, ts, out, params):
+    a, b = args
+    return make("Concat", zeros_or(ts[0], a.dim), zeros_or(ts[1], b.dim))
+
+
+def _t_concat(args, linear, ct, out, params):
+    a, b = args
+    return (make("Extract", ct, params=(0, a.dim)) if linear[0] else None,
+            make("Extract", ct, params=(a.dim, b.dim)) if linear[1] else None)
+
+
+def _bilinear_jvp(name):
+    def jvp(args, ts, out, params):
+        a, b = args
+        left = make(name, ts[0], b, params=params) if ts[0] is not None else None
+        right = make(name, a, ts[1], params=params) if ts[1] is not None else None
+        return add(left, right)
+
+    return jvp
+
+
+def _t_matvec(args, linear, ct, out, params):
+    A, v = args
+    return (make("TensorProd", ct, v) if linear[0] else None,
+            make("VecMatMult", ct, A) if linear[1] else None)
+
+
+def _t_vecmat(args, linear, ct, out, params):
+    v, A = args
+    return (make("MatVecMult", A, ct) if linear[0] else None,
+            make("TensorProd", v, ct) if linear[1] else None)
+
+
+def _t_tensorprod(args, linear, ct, out, params):
+    a, b = args
+    return (make("MatVecMult", ct, b) if linear[0] else None,
+            make("VecMatMult", a, ct) if linear[1] else None)
+
+
+attach_rules("Sum", jvp=lambda args, ts, out, p: total(ts[0]), transpose=_t_sum)
+attach_rules("Max", jvp=_jvp_extremum)
+attach_rules("Min", jvp=_jvp_extremum)
+attach_rules("ArgMax", jvp=_zero_jvp)
+attach_rules("ArgMin", jvp=_zero_jvp)
+attach_rules("SqNorm2", jvp=lambda args, ts, out, p: scale(dot(args[0], ts[0]), 2.0))
+attach_rules("Norm2", jvp=_jvp_norm2)
+attach_rules("Normalize", jvp=_jvp_normalize)
+attach_rules("SqDist", jvp=_jvp_sqdist)
+attach_rules("Scalprod", jvp=_jvp_scalprod, transpose=_t_scalprod)
+attach_rules("WeightedSqNorm", jvp=_jvp_weightedsqnorm)
+attach_rules("WeightedSqDist", jvp=_jvp_weightedsqdist)
+attach_rules("Elem", jvp=lambda args, ts, out, p: make("Elem", ts[0], params=p),
+             transpose=_t_elem)
+attach_rules("Extract", jvp=lambda args, ts, out, p: make("Extract", ts[0], params=p),
+             transpose=_t_extract)
+attach_rules("Concat", jvp=_jvp_concat, transpose=_t_concat)
+attach_rules("OneHot", jvp=_zero_jvp)
+attach_rules("MatVecMult", jvp=_bilinear_jvp("MatVecMult"), transpose=_t_matvec)
+attach_rules("VecMatMult", jvp=_bilinear_jvp("VecMatMult"), transpose=_t_vecmat)
+attach_rules("TensorProd", jvp=_bilinear_jvp("TensorProd"), transpose=_t_tensorprod)
+# Kron and TensorDot differentiate in forward mode; their transposes (needed by reverse mode)
+# are not written yet, and reverse mode through them raises NotImplementedError.
+attach_rules("Kron", jvp=_bilinear_jvp("Kron"))
+attach_rules("TensorDot", jvp=_bilinear_jvp("TensorDot"))
