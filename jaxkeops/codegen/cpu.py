@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .printer import print_body
+from .rewrite import for_codegen
 from .spec import KernelSpec
 
 SCALAR_TYPES = {"float32": "float", "float64": "double"}
@@ -24,7 +25,7 @@ def render_cpu(spec: KernelSpec) -> str:
         layout[var] = (role, dims[role])
         arg_rows.append(f"    {{{role}, {var.dim}, {dims[role]}}},  // {var!r}")
         dims[role] += var.dim
-    body = print_body(spec.formulas, layout)
+    body = print_body(for_codegen(spec.formulas), layout)
     scalar = SCALAR_TYPES[spec.dtype]
     total = sum(spec.formula_dims)
     vtype = "V_RED"

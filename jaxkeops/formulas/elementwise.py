@@ -251,6 +251,10 @@ for _name, _c, _method, _ref in [
 # Scalar functions.
 elementwise("Exp", 1, "jk::exp({0})", lambda xp, x: xp.exp(x), method="exp",
             jvp=_unary(lambda a, out: out))
+elementwise(
+    "Exp2", 1, "jk::exp2({0})", lambda xp, x: xp.exp2(x), method="exp2",
+    jvp=_unary(lambda a, out: scale(out, 0.6931471805599453)),
+)
 elementwise("Log", 1, "jk::log({0})", lambda xp, x: xp.log(x), method="log", domain=(0.2, 3.0),
             jvp=_unary(lambda a, out: make("Inv", a)))
 elementwise(

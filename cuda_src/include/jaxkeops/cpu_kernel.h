@@ -81,8 +81,12 @@ template <class F, class R> struct CpuSchedule {
   }
 
   template <int NR>
-  JK_FN static void sweep_tile(const S* buf, const V (*o)[DO1], const V* p, State* st,
+  JK_FN static void sweep_tile(const S* buf, const V (*o)[DO1], const V* p, State* states,
                                int nj, int64_t j0) {
+    // The states are copied to locals so that the compiler can keep them in registers: through
+    // the pointer they might alias the tile buffer.
+    State st[NR];
+    for (int r = 0; r < NR; ++r) st[r] = states[r];
     J iota;
     if constexpr (L == 1) {
       iota = 0;
@@ -109,6 +113,7 @@ template <class F, class R> struct CpuSchedule {
         R::template accumulate<true>(st[r], f, j, valid, j0);
       }
     }
+    for (int r = 0; r < NR; ++r) states[r] = st[r];
   }
 
   static int run(const jk_task* t) {

@@ -187,31 +187,29 @@ template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinRed
   }
 };
 
-// Streaming log-sum-exp of a scalar formula f, with a running maximum m:
+// Streaming log-sum-exp of a scalar formula f, with a running maximum m per SIMD lane:
 //   LSE (SOFTMAX false):  out[k] = m + log(sum exp(f - m) * w[k])   (w = 1 when unweighted)
 //   SumSoftMaxWeight:     out[k] = sum exp(f - m) * w[k] / sum exp(f - m)
-// f is formula component 0 and w the next WDIM components. All -inf terms give -inf (LSE) or
-// NaN (softmax, 0/0), never a NaN from (-inf) - (-inf).
+// f is formula component 0 and w the next WDIM components. Each lane keeps its maximum across
+// tiles, so that after the first few vectors almost no vector raises it and the common case
+// costs one exp per term; sums are blocked per tile (s), then added to per-lane totals (t).
+// All -inf terms give -inf (LSE) or NaN (softmax, 0/0), never a NaN from (-inf) - (-inf).
 template <class V, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduction {
   using S = scalar_t<V>;
   static constexpr int ACC = (WEIGHTED ? WDIM : 0) + (SOFTMAX || !WEIGHTED ? 1 : 0);
+  static constexpr int FIRST_WEIGHT = (SOFTMAX || !WEIGHTED) ? 1 : 0;
   struct State {
-    V m, s[ACC];
-    S row_m, row_s[ACC];
+    V m, s[ACC], t[ACC];
   };
   JK_FN static void start_row(State& s) {
-    s.row_m = -INFINITY;
-    for (int k = 0; k < ACC; ++k) s.row_s[k] = 0;
-  }
-  JK_FN static void start_tile(State& s) {
     s.m = cst<V>(-INFINITY);
-    for (int k = 0; k < ACC; ++k) s.s[k] = cst<V>(0);
+    for (int k = 0; k < ACC; ++k) s.s[k] = cst<V>(0), s.t[k] = cst<V>(0);
   }
+  JK_FN static void start_tile(State&) {}
   JK_FN static void add_terms(State& s, V e, const V* f) {
-    constexpr int first_weight = (SOFTMAX || !WEIGHTED) ? 1 : 0;
-    if constexpr (first_weight == 1) s.s[0] = s.s[0] + e;
+    if constexpr (FIRST_WEIGHT == 1) s.s[0] = s.s[0] + e;
     if constexpr (WEIGHTED)
-      for (int q = 0; q < WDIM; ++q) s.s[first_weight + q] = s.s[first_weight + q] + e * f[1 + q];
+      for (int q = 0; q < WDIM; ++q) s.s[FIRST_WEIGHT + q] = s.s[FIRST_WEIGHT + q] + e * f[1 + q];
   }
   template <bool MASKED, class J, class M>
   JK_FN static void accumulate(State& s, const V* f, J, M valid, int64_t) {
@@ -219,42 +217,43 @@ template <class V, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduct
     if constexpr (MASKED) x = select(valid, x, cst<V>(-INFINITY));
     auto grows = !(x < s.m);
     if (!any(grows)) {
-      // The common case: no lane raises its maximum, one exp per term.
       add_terms(s, exp(x - s.m), f);
       return;
     }
     V m_new = max_nan(s.m, x);
-    V finite = cst<V>(0);
     auto empty = m_new == cst<V>(-INFINITY);
     V scale = select(empty, cst<V>(1), exp(s.m - m_new));
-    V e = select(empty, finite, exp(x - m_new));
-    for (int k = 0; k < ACC; ++k) s.s[k] = s.s[k] * scale;
+    V e = select(empty, cst<V>(0), exp(x - m_new));
+    for (int k = 0; k < ACC; ++k) s.s[k] = s.s[k] * scale, s.t[k] = s.t[k] * scale;
     s.m = m_new;
     add_terms(s, e, f);
   }
-  JK_FN static void merge(State& s, S m, const S* acc) {
-    S m_new = (m > s.row_m || m != m) ? m : s.row_m;
-    if (m_new == -INFINITY) return;
-    S a = (s.row_m == -INFINITY) ? 0 : ::exp((double)(s.row_m - m_new));
-    S b = (m == -INFINITY) ? 0 : ::exp((double)(m - m_new));
-    for (int k = 0; k < ACC; ++k) s.row_s[k] = s.row_s[k] * a + acc[k] * b;
-    s.row_m = m_new;
-  }
   JK_FN static void end_tile(State& s, int64_t) {
-    for (int l = 0; l < traits<V>::lanes; ++l) {
-      S acc[ACC];
-      for (int k = 0; k < ACC; ++k) acc[k] = lane(s.s[k], l);
-      merge(s, lane(s.m, l), acc);
-    }
+    for (int k = 0; k < ACC; ++k) s.t[k] = s.t[k] + s.s[k], s.s[k] = cst<V>(0);
   }
   JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
+    S m = -INFINITY;
+    for (int l = 0; l < traits<V>::lanes; ++l) {
+      S ml = lane(s.m, l);
+      if (ml > m || ml != ml) m = ml;
+    }
+    S acc[ACC];
+    for (int k = 0; k < ACC; ++k) acc[k] = 0;
+    if (m != -INFINITY) {
+      for (int l = 0; l < traits<V>::lanes; ++l) {
+        S ml = lane(s.m, l);
+        if (ml == -INFINITY) continue;
+        S scale = (S)::exp((double)(ml - m));
+        for (int k = 0; k < ACC; ++k) acc[k] += lane(s.t[k], l) * scale;
+      }
+    }
     S* out = (S*)outs[0];
     if constexpr (SOFTMAX) {
       out += row * WDIM;
-      for (int q = 0; q < WDIM; ++q) out[q] = s.row_s[1 + q] / s.row_s[0];
+      for (int q = 0; q < WDIM; ++q) out[q] = acc[1 + q] / acc[0];
     } else {
       out += row * ACC;
-      for (int k = 0; k < ACC; ++k) out[k] = s.row_m + ::log((double)s.row_s[k]);
+      for (int k = 0; k < ACC; ++k) out[k] = m + (S)::log((double)acc[k]);
     }
   }
 };

@@ -11,6 +11,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <type_traits>
+#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define JK_AVX512 1
+#else
+#define JK_AVX512 0
+#endif
+
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define JK_FN __device__ __forceinline__
 #define JK_DEVICE 1
@@ -107,6 +115,12 @@ template <class V, class F> JK_FN V map2(V x, V y, F f) {
 template <class M> JK_FN bool any(M m) {
   if constexpr (sizeof(M) <= 8) {
     return (bool)m;
+#if JK_AVX512
+  } else if constexpr (sizeof(M) == 64) {
+    __m512i bits;
+    memcpy(&bits, &m, 64);
+    return _mm512_test_epi32_mask(bits, bits) != 0;
+#endif
   } else {
     bool r = false;
     for (int l = 0; l < (int)(sizeof(M) / sizeof(m[0])); ++l) r |= (m[l] != 0);
@@ -222,9 +236,98 @@ template <class V> JK_FN V onehot(V x, int k) { return from_mask<V>(round_half_a
 // exp without libm, so that it vectorises with no -ffast-math. Cody-Waite reduction to
 // r in [-ln2/2, ln2/2], a Taylor polynomial accurate to the last bit on that interval, and 2^n
 // applied as two exponent-field scalings so that results down in the subnormal range stay right.
+#if JK_AVX512
+// exp for full AVX-512 vectors: 2^n e^r with vscalefps/pd doing the 2^n, which saturates to
+// inf and 0 and handles subnormal results by itself. Clamping |x| first (in an order that keeps
+// a NaN) maps +-inf to results that saturate correctly.
+JK_FN vfloat exp_scaled(vfloat p, vfloat n) {
+  __m512 a, b;
+  memcpy(&a, &p, 64);
+  memcpy(&b, &n, 64);
+  __m512 c = _mm512_scalef_ps(a, b);
+  vfloat out;
+  memcpy(&out, &c, 64);
+  return out;
+}
+JK_FN vdouble exp_scaled(vdouble p, vdouble n) {
+  __m512d a, b;
+  memcpy(&a, &p, 64);
+  memcpy(&b, &n, 64);
+  __m512d c = _mm512_scalef_pd(a, b);
+  vdouble out;
+  memcpy(&out, &c, 64);
+  return out;
+}
+template <class V> JK_FN V clamp_keep_nan(V x, double lo, double hi) {
+  if constexpr (sizeof(scalar_t<V>) == 4) {
+    __m512 v, l = _mm512_set1_ps((float)lo), h = _mm512_set1_ps((float)hi);
+    memcpy(&v, &x, 64);
+    v = _mm512_min_ps(h, _mm512_max_ps(l, v));  // max/min return their 2nd operand on NaN
+    V out;
+    memcpy(&out, &v, 64);
+    return out;
+  } else {
+    __m512d v, l = _mm512_set1_pd(lo), h = _mm512_set1_pd(hi);
+    memcpy(&v, &x, 64);
+    v = _mm512_min_pd(h, _mm512_max_pd(l, v));
+    V out;
+    memcpy(&out, &v, 64);
+    return out;
+  }
+}
+JK_FN __m512 round_nearest(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+JK_FN __m512d round_nearest(__m512d v) { return _mm512_roundscale_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+#endif
+
+template <class V> JK_FN V exp2(V x);
+
 template <class V> JK_FN V exp(V x) {
   using S = scalar_t<V>;
   constexpr bool single = sizeof(S) == 4;
+#if JK_AVX512
+  if constexpr (sizeof(V) == 64) {
+    V xc = clamp_keep_nan(x, single ? -200.0 : -1600.0, single ? 200.0 : 1600.0);
+    V t = xc * cst<V>(1.4426950408889634);
+    V n;
+    {
+      using R = typename std::conditional<single, __m512, __m512d>::type;
+      R raw;
+      memcpy(&raw, &t, 64);
+      raw = round_nearest(raw);
+      memcpy(&n, &raw, 64);
+    }
+    V r = xc - n * cst<V>(single ? 0.693145751953125 : 6.93147180369123816490e-01);
+    r = r - n * cst<V>(single ? 1.428606820309417e-06 : 1.90821492927058770002e-10);
+    V p;
+    if constexpr (single) {
+      // Chebyshev-node interpolant of e^r on [-ln2/2, ln2/2]: relative error 2.5e-9.
+      p = cst<V>(0.0013941108427927);
+      p = p * r + cst<V>(0.008375126397942719);
+      p = p * r + cst<V>(0.04166635289695859);
+      p = p * r + cst<V>(0.16666415514654104);
+      p = p * r + cst<V>(0.5000000047117675);
+      p = p * r + cst<V>(1.0000000377162142);
+      p = p * r + cst<V>(1.0);
+      return exp_scaled(p, n);
+    } else {
+      p = cst<V>(1.0 / 6227020800.0);
+      p = p * r + cst<V>(1.0 / 479001600.0);
+      p = p * r + cst<V>(1.0 / 39916800.0);
+      p = p * r + cst<V>(1.0 / 3628800.0);
+      p = p * r + cst<V>(1.0 / 362880.0);
+      p = p * r + cst<V>(1.0 / 40320.0);
+      p = p * r + cst<V>(1.0 / 5040.0);
+      p = p * r + cst<V>(1.0 / 720.0);
+      p = p * r + cst<V>(1.0 / 120.0);
+      p = p * r + cst<V>(1.0 / 24.0);
+      p = p * r + cst<V>(1.0 / 6.0);
+      p = p * r + cst<V>(0.5);
+    }
+    p = p * r + cst<V>(1);
+    p = p * r + cst<V>(1);
+    return exp_scaled(p, n);
+  }
+#endif
   const V hi = cst<V>(single ? 88.72283935546875 : 709.782712893384);
   const V lo = cst<V>(single ? -103.972084045410 : -745.1332191019412);
   V xc = select(x > hi, hi, select(x < lo, lo, x));
@@ -260,7 +363,9 @@ template <class V> JK_FN V exp(V x) {
   V scaled;
   if constexpr (traits<V>::lanes == 1) {
     scaled = ldexp(p, (int)n);
-  } else if constexpr (single) {
+  }
+#if !JK_DEVICE  // vector types do not exist in device code
+  else if constexpr (single) {
     vint32 ni = __builtin_convertvector(n, vint32);
     vint32 n1 = ni >> 1, n2 = ni - n1;
     vint32 b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
@@ -277,9 +382,41 @@ template <class V> JK_FN V exp(V x) {
     memcpy(&s2, &b2, sizeof(V));
     scaled = (p * s1) * s2;
   }
+#endif
   scaled = select(x > hi, cst<V>(INFINITY), scaled);
   scaled = select(x < lo, cst<V>(0), scaled);
   return select(x != x, x, scaled);
+}
+
+
+// 2^x. With AVX-512: n = round(x), 2^(x - n) from a degree-5 Chebyshev-node interpolant
+// (relative error 1.0e-7 in float, about 1 ulp) and vscalef; elsewhere exp(x * ln2).
+// The code generator uses it for exp(c * a), folding log2(e) into the constant c.
+template <class V> JK_FN V exp2(V x) {
+  using S = scalar_t<V>;
+#if JK_AVX512
+  if constexpr (sizeof(V) == 64 && sizeof(S) == 4) {
+    V xc = clamp_keep_nan(x, -300.0, 300.0);
+    __m512 raw;
+    memcpy(&raw, &xc, 64);
+    raw = round_nearest(raw);
+    V n;
+    memcpy(&n, &raw, 64);
+    V f = xc - n;
+    V p = cst<V>(0.0013390863364698205);
+    p = p * f + cst<V>(0.009676031918298474);
+    p = p * f + cst<V>(0.055503571142190296);
+    p = p * f + cst<V>(0.24022107485309188);
+    p = p * f + cst<V>(0.6931471880262294);
+    p = p * f + cst<V>(1.0000000754548972);
+    return exp_scaled(p, n);
+  }
+#endif
+  if constexpr (traits<V>::lanes == 1) {
+    if constexpr (sizeof(S) == 4) return exp2f(x); else return ::exp2(x);
+  } else {
+    return exp(x * cst<V>(0.6931471805599453));
+  }
 }
 
 }  // namespace jk

@@ -1,0 +1,46 @@
+// The ABI between the prebuilt CUDA launcher (cuda_src/jaxkeops_cuda.cc) and a generated CUDA
+// kernel: one parameter block passed by value to every kernel of a module.
+//
+// It holds no CUDA type, so the launcher builds without a CUDA toolkit and the CPU emulation of
+// the tests packs the very same struct. A kernel module exports, with C linkage,
+//   jk_rows<SUFFIX>(jk_cuda_params)     one thread per output row, the whole reduced axis
+//   jk_split<SUFFIX>(jk_cuda_params)    the same over one chunk of the reduced axis per
+//                                       blockIdx.z, writing partial results to the scratch
+//   jk_combine<SUFFIX>(jk_cuda_params)  folds the chunks' partial results, in chunk order
+// where SUFFIX is JK_CUDA_KERNEL_SUFFIX: a stale cached module then fails by name at load time
+// instead of misreading this struct.
+#ifndef JAXKEOPS_CUDA_ABI_H
+#define JAXKEOPS_CUDA_ABI_H
+
+#include <stdint.h>
+
+#define JK_CUDA_ABI_VERSION 1
+#define JK_CUDA_KERNEL_SUFFIX _v1
+// Kernel parameters must fit in 4 KiB on every architecture: this block is about 2 KiB.
+#define JK_CUDA_MAX_OPERANDS 32
+#define JK_CUDA_MAX_BATCH_DIMS 6
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct jk_cuda_params {
+  // Inputs in kernel argument order, then outputs, then the scratch buffer of the split
+  // schedule (not batch-strided: the kernels index it themselves).
+  void* ptr[JK_CUDA_MAX_OPERANDS];
+  // Bytes to advance per unit of each batch index; 0 broadcasts (a batch dim of size 1).
+  int64_t stride[JK_CUDA_MAX_OPERANDS][JK_CUDA_MAX_BATCH_DIMS];
+  int64_t batch_shape[JK_CUDA_MAX_BATCH_DIMS];
+  int64_t n_batch;    // product of batch_shape
+  int64_t n_out;      // output rows per batch element
+  int64_t n_red;      // reduced rows
+  int64_t chunk_len;  // reduced rows per chunk (split schedule), else n_red
+  int32_t n_dims;     // batch dims in use
+  int32_t n_chunks;   // 1 for the row schedule
+} jk_cuda_params;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // JAXKEOPS_CUDA_ABI_H

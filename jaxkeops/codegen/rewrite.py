@@ -1,0 +1,47 @@
+"""Rewrites applied just before printing: same value, cheaper code.
+
+exp(c * a) becomes 2^((c log2 e) * a): the constant multiply that the formula already has
+absorbs log2(e), and 2^t is cheaper than e^x (no Cody-Waite reduction). The exponent gets one
+more rounding (of the folded constant), the same order as the rounding of c * a itself.
+Derivatives and the dense reference always see the formula as written.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..formulas import Const, Node, Op, make, walk
+
+LOG2E = 1.0 / math.log(2.0)
+
+
+def _scaled_exponent(arg: Node) -> Node | None:
+    """(c * log2 e) * a when `arg` is c * a, a * c, a / c or -a; else None."""
+    if not isinstance(arg, Op):
+        return None
+    if arg.name == "Minus":
+        return make("Mult", arg.args[0], Const(-LOG2E))
+    if arg.name in ("Mult", "Divide"):
+        a, b = arg.args
+        if isinstance(b, Const) and b.dim == 1:
+            c = b.value if arg.name == "Mult" else 1.0 / b.value
+            return make("Mult", a, Const(c * LOG2E))
+        if arg.name == "Mult" and isinstance(a, Const) and a.dim == 1:
+            return make("Mult", b, Const(a.value * LOG2E))
+    return None
+
+
+def for_codegen(formulas: tuple[Node, ...]) -> tuple[Node, ...]:
+    new: dict[Node, Node] = {}
+    for node in walk(*formulas):
+        if not isinstance(node, Op):
+            new[node] = node
+            continue
+        args = tuple(new[a] for a in node.args)
+        if node.name == "Exp":
+            exponent = _scaled_exponent(args[0])
+            if exponent is not None and exponent.dim == node.dim:
+                new[node] = make("Exp2", exponent)
+                continue
+        new[node] = node if args == node.args else make(node.name, *args, params=node.params)
+    return tuple(new[f] for f in formulas)
