@@ -29,6 +29,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from ._lowering import lower_cpu
+from ._lowering_cuda import lower_cuda
 from ._select import evaluate_at_selection
 from .autodiff import INDEX_ONLY, SELECTING, jvp, sum_tangent_formula, transpose
 from .codegen.spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
@@ -61,6 +62,7 @@ def _impl(*args, spec, n_out, n_red):
 reduction_p.def_impl(_impl)
 reduction_p.def_abstract_eval(_abstract_eval)
 mlir.register_lowering(reduction_p, lower_cpu, platform="cpu")
+mlir.register_lowering(reduction_p, lower_cuda, platform="cuda")
 
 
 def bind_reduction(spec: KernelSpec, operands: Sequence, n_out: int, n_red: int) -> list:

@@ -1,7 +1,8 @@
 """Formula -> C++ statements, shared by every backend.
 
-The printed body is the `eval` of a kernel: it reads the outer variables from `o`, the inner
-(reduced) ones from `n` and the parameters from `p`, all arrays of a value type `V`, and writes
+The printed body is the `eval` of a kernel: it reads the outer variables from `o` (scalars of
+type S, broadcast where used), the inner (reduced) ones from `n` and the parameters from `p`
+(arrays of a value type `V`), and writes
 the formulas' components to `out`. V is a SIMD vector on the CPU and a scalar in a CUDA thread;
 the text is the same. Each distinct subexpression is printed once (the formula DAG is walked
 with structural sharing), so common subexpressions are computed once.
@@ -15,6 +16,14 @@ from ..formulas import OPS, Const, Node, Op, Var, walk
 from ..formulas.optable import Access, EmitContext
 
 ROLE_ARRAYS = ("o", "n", "p")
+OUTER_ROLE = 0
+
+
+class ScalarAccess(Access):
+    """An operand stored as scalars (the outer variables): broadcast to V where it is read."""
+
+    def at(self, k: int | str) -> str:
+        return f"jk::cst<V>({self.base}[{k}])"
 
 
 def _const_literal(value: float) -> str:
@@ -33,7 +42,11 @@ def print_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]]
     for node in walk(*formulas):
         if isinstance(node, Var):
             role, offset = layout[node]
-            access[node] = Access(node, f"({ROLE_ARRAYS[role]} + {offset})", node.dim)
+            base = f"({ROLE_ARRAYS[role]} + {offset})"
+            if role == OUTER_ROLE:
+                access[node] = ScalarAccess(node, base, node.dim)
+            else:
+                access[node] = Access(node, base, node.dim)
         elif isinstance(node, Const):
             access[node] = Access(node, _const_literal(node.value), node.dim, is_const=True)
         elif isinstance(node, Op):

@@ -16,15 +16,37 @@ def _fail(name: str, message: str, dims: tuple[int, ...]) -> ValueError:
     return ValueError(f"{name}: {message} (operand dims {', '.join(map(str, dims))})")
 
 
-def _reduce_dims(ctx: EmitContext, a: int, term, combine: str = "{acc} + {x}") -> list[str]:
-    """`out[0] = term(0) (+) term(1) (+) ...` over the dims of operand `a`."""
-    d = ctx.args[a].dim
-    lines = ["{", f"  V acc = {term('0')};"]
-    if d > 1:
-        step = combine.format(acc="acc", x=term("k"))
-        lines.append(f"  for (int k = 1; k < {d}; ++k) acc = {step};")
-    lines += [f"  {ctx.out}[0] = acc;", "}"]
+PARTIAL_ACCUMULATORS = 4
+
+
+def fold_lines(d: int, term, combine: str = "{a} + {b}") -> list[str]:
+    """Lines leaving `acc` = term(0) (+) term(1) (+) ... (+) term(d-1).
+
+    Long folds use several partial accumulators: one chain of d dependent additions would make
+    the kernel wait on latency rather than throughput.
+    """
+    def join(a, b):
+        return combine.format(a=a, b=b)
+
+    if d < 2 * PARTIAL_ACCUMULATORS:
+        lines = [f"V acc = {term('0')};"]
+        if d > 1:
+            lines.append(f"for (int k = 1; k < {d}; ++k) acc = {join('acc', term('k'))};")
+        return lines
+    n = PARTIAL_ACCUMULATORS
+    whole = d // n * n
+    lines = [f"V acc{q} = {term(str(q))};" for q in range(n)]
+    body = " ".join(f"acc{q} = {join(f'acc{q}', term(f'k + {q}'))};" for q in range(n))
+    lines.append(f"for (int k = {n}; k < {whole}; k += {n}) {{ {body} }}")
+    lines.append(f"for (int k = {whole}; k < {d}; ++k) acc0 = {join('acc0', term('k'))};")
+    lines.append(f"V acc = {join(join('acc0', 'acc1'), join('acc2', 'acc3'))};")
     return lines
+
+
+def _reduce_dims(ctx: EmitContext, a: int, term, combine: str = "{a} + {b}") -> list[str]:
+    """`out[0] = term(0) (+) term(1) (+) ...` over the dims of operand `a`."""
+    body = fold_lines(ctx.args[a].dim, term, combine)
+    return ["{", *("  " + line for line in body), f"  {ctx.out}[0] = acc;", "}"]
 
 
 def _scalar(dims: tuple[int, ...], params: tuple) -> int:
@@ -43,12 +65,12 @@ vector_op(
 )
 vector_op(
     "Max", 1, _scalar,
-    lambda c: _reduce_dims(c, 0, c.args[0].at, "jk::max_nan({acc}, {x})"),
+    lambda c: _reduce_dims(c, 0, c.args[0].at, "jk::max_nan({a}, {b})"),
     lambda xp, x: xp.max(x, axis=-1, keepdims=True), method="max", smooth=False,
 )
 vector_op(
     "Min", 1, _scalar,
-    lambda c: _reduce_dims(c, 0, c.args[0].at, "jk::min_nan({acc}, {x})"),
+    lambda c: _reduce_dims(c, 0, c.args[0].at, "jk::min_nan({a}, {b})"),
     lambda xp, x: xp.min(x, axis=-1, keepdims=True), method="min", smooth=False,
 )
 
@@ -121,14 +143,8 @@ def _equal_dims(name):
 def _emit_sqdist(c: EmitContext) -> list[str]:
     a, b = c.args
     d = max(a.dim, b.dim)
-
-    def term(k):
-        return f"jk::square({a.bcast(k)} - {b.bcast(k)})"
-
-    lines = ["{", f"  V acc = {term('0')};"]
-    if d > 1:
-        lines.append(f"  for (int k = 1; k < {d}; ++k) acc = acc + {term('k')};")
-    return lines + [f"  {c.out}[0] = acc;", "}"]
+    body = fold_lines(d, lambda k: f"jk::square({a.bcast(k)} - {b.bcast(k)})")
+    return ["{", *("  " + line for line in body), f"  {c.out}[0] = acc;", "}"]
 
 
 vector_op("SqDist", 2, _equal_dims("SqDist"), _emit_sqdist,
@@ -137,15 +153,8 @@ vector_op("SqDist", 2, _equal_dims("SqDist"), _emit_sqdist,
 
 def _emit_scalprod(c: EmitContext) -> list[str]:
     a, b = c.args
-    d = max(a.dim, b.dim)
-
-    def term(k):
-        return f"{a.bcast(k)} * {b.bcast(k)}"
-
-    lines = ["{", f"  V acc = {term('0')};"]
-    if d > 1:
-        lines.append(f"  for (int k = 1; k < {d}; ++k) acc = acc + {term('k')};")
-    return lines + [f"  {c.out}[0] = acc;", "}"]
+    body = fold_lines(max(a.dim, b.dim), lambda k: f"{a.bcast(k)} * {b.bcast(k)}")
+    return ["{", *("  " + line for line in body), f"  {c.out}[0] = acc;", "}"]
 
 
 def _scalprod_dims(dims, params):
@@ -189,14 +198,12 @@ def _emit_weighted(c: EmitContext) -> list[str]:
         v = Access(None, "diff", d)
     kind = _weight_kind("weighted", s.dim, d, (s.dim, d))
     if kind == "iso":
-        lines += [f"  V acc = {v.at(0)} * {v.at(0)};",
-                  f"  for (int k = 1; k < {d}; ++k) acc = acc + {v.at('k')} * {v.at('k')};",
-                  f"  {c.out}[0] = {s.at(0)} * acc;"]
+        lines += ["  " + line for line in fold_lines(d, lambda k: f"{v.at(k)} * {v.at(k)}")]
+        lines.append(f"  {c.out}[0] = {s.at(0)} * acc;")
     elif kind == "diag":
-        lines += [f"  V acc = {s.at(0)} * {v.at(0)} * {v.at(0)};",
-                  f"  for (int k = 1; k < {d}; ++k) "
-                  f"acc = acc + {s.at('k')} * {v.at('k')} * {v.at('k')};",
-                  f"  {c.out}[0] = acc;"]
+        lines += ["  " + line for line in
+                  fold_lines(d, lambda k: f"{s.at(k)} * {v.at(k)} * {v.at(k)}")]
+        lines.append(f"  {c.out}[0] = acc;")
     else:
         lines += ["  V acc = jk::cst<V>(0);",
                   f"  for (int k = 0; k < {d}; ++k)",

@@ -71,17 +71,19 @@ template <class F, class R> struct CpuSchedule {
     }
   }
 
-  JK_FN static void load_outer(const jk_task* t, int64_t row, V* o) {
+  // The outer values stay scalars: the formula broadcasts them where it uses them, which the
+  // compiler turns into broadcast loads hoisted out of the loop over reduced rows.
+  JK_FN static void load_outer(const jk_task* t, int64_t row, S* o) {
     for (int a = 0; a < F::N_ARGS; ++a) {
       const ArgInfo& info = F::ARGS[a];
       if (info.role != OUTER) continue;
       const S* src = (const S*)t->args[a] + row * info.dim;
-      for (int k = 0; k < info.dim; ++k) o[info.offset + k] = cst<V>(src[k]);
+      for (int k = 0; k < info.dim; ++k) o[info.offset + k] = src[k];
     }
   }
 
   template <int NR>
-  JK_FN static void sweep_tile(const S* buf, const V (*o)[DO1], const V* p, State* states,
+  JK_FN static void sweep_tile(const S* buf, const S (*o)[DO1], const V* p, State* states,
                                int nj, int64_t j0) {
     // The states are copied to locals so that the compiler can keep them in registers: through
     // the pointer they might alias the tile buffer.
@@ -136,7 +138,7 @@ template <class F, class R> struct CpuSchedule {
         int r = 0;
         for (; r < rows; r += RB) {
           const int nr = rows - r < RB ? rows - r : RB;
-          V o[RB][DO1];
+          S o[RB][DO1];
           for (int q = 0; q < nr; ++q) {
             load_outer(t, row0 + r + q, o[q]);
             R::start_tile(states.ptr[r + q]);

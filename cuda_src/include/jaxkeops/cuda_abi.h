@@ -3,9 +3,9 @@
 //
 // It holds no CUDA type, so the launcher builds without a CUDA toolkit and the CPU emulation of
 // the tests packs the very same struct. A kernel module exports, with C linkage,
-//   jk_rows<SUFFIX>(jk_cuda_params)     one thread per output row, the whole reduced axis
-//   jk_split<SUFFIX>(jk_cuda_params)    the same over one chunk of the reduced axis per
-//                                       blockIdx.z, writing partial results to the scratch
+//   jk_main<SUFFIX>(jk_cuda_params)     one thread per output row over chunk blockIdx.z of the
+//                                       reduced axis: with one chunk (rows schedule) it writes
+//                                       the outputs, else partial results to the scratch buffer
 //   jk_combine<SUFFIX>(jk_cuda_params)  folds the chunks' partial results, in chunk order
 // where SUFFIX is JK_CUDA_KERNEL_SUFFIX: a stale cached module then fails by name at load time
 // instead of misreading this struct.
@@ -16,8 +16,8 @@
 
 #define JK_CUDA_ABI_VERSION 1
 #define JK_CUDA_KERNEL_SUFFIX _v1
-// Kernel parameters must fit in 4 KiB on every architecture: this block is about 2 KiB.
-#define JK_CUDA_MAX_OPERANDS 32
+// Kernel parameters must fit in 4 KiB on every architecture: this block takes 2.8 KiB.
+#define JK_CUDA_MAX_OPERANDS 48
 #define JK_CUDA_MAX_BATCH_DIMS 6
 
 #ifdef __cplusplus
@@ -41,6 +41,7 @@ typedef struct jk_cuda_params {
 
 #ifdef __cplusplus
 }
+static_assert(sizeof(jk_cuda_params) <= 4096, "kernel parameters are limited to 4 KiB");
 #endif
 
 #endif  // JAXKEOPS_CUDA_ABI_H

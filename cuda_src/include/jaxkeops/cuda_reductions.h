@@ -1,0 +1,272 @@
+// Reductions for the CUDA schedule (cuda_kernel.h): one output row per thread, the reduced
+// rows taken one at a time in increasing order. Same semantics as cpu_reductions.h (ties go
+// to the smallest index, a NaN wins Min/Max, KMin pads with +inf and index -1, LogSumExp
+// never makes a NaN out of all -inf terms). The contract, per reduction:
+//
+//   State                        the running result of one output row, in registers
+//   init(State&)                 the neutral element
+//   start_tile / end_tile        bracket the rows of one shared-memory tile (block sums)
+//   accumulate(State&, const C* f, int64_t j)    folds in f, the formula at reduced row j
+//   finish(const State&, W& w)   writes the row's outputs through w.value / w.index
+//   PARTIAL_VALUES, PARTIAL_INDICES, save, load, combine
+//                                the split schedule: a state as a record of values and int64
+//                                indices in global memory (field f at [f * stride]), and
+//                                combine(a, b) with b covering later reduced rows than a.
+#ifndef JAXKEOPS_CUDA_REDUCTIONS_H
+#define JAXKEOPS_CUDA_REDUCTIONS_H
+
+#include "jaxkeops/math.h"
+
+namespace jk {
+namespace gpu {
+
+template <class C> JK_FN bool is_nan(C x) { return x != x; }
+
+// Sum: block summation (each tile sums on its own, then adds to the row total) or, with
+// KAHAN, compensated summation of every term.
+template <class C, int DIM, bool KAHAN> struct SumReduction {
+  static constexpr int PARTIAL_VALUES = KAHAN ? 2 * DIM : DIM;
+  static constexpr int PARTIAL_INDICES = 0;
+  struct State {
+    C total[DIM], part[DIM];  // part: the tile sum (block) or the compensation (Kahan)
+  };
+  JK_FN static void init(State& s) {
+    for (int k = 0; k < DIM; ++k) s.total[k] = 0, s.part[k] = 0;
+  }
+  JK_FN static void start_tile(State& s) {
+    if constexpr (!KAHAN)
+      for (int k = 0; k < DIM; ++k) s.part[k] = 0;
+  }
+  JK_FN static void kahan_add(C& total, C& comp, C x) {
+    C y = x - comp;
+    C t = total + y;
+    comp = (t - total) - y;
+    total = t;
+  }
+  JK_FN static void accumulate(State& s, const C* f, int64_t) {
+    for (int k = 0; k < DIM; ++k) {
+      if constexpr (KAHAN) kahan_add(s.total[k], s.part[k], f[k]);
+      else s.part[k] += f[k];
+    }
+  }
+  JK_FN static void end_tile(State& s) {
+    if constexpr (!KAHAN)
+      for (int k = 0; k < DIM; ++k) s.total[k] += s.part[k];
+  }
+  JK_FN static void save(const State& s, C* v, int64_t*, int64_t stride) {
+    for (int k = 0; k < DIM; ++k) {
+      v[k * stride] = s.total[k];
+      if constexpr (KAHAN) v[(DIM + k) * stride] = s.part[k];
+    }
+  }
+  JK_FN static void load(State& s, const C* v, const int64_t*, int64_t stride) {
+    for (int k = 0; k < DIM; ++k) {
+      s.total[k] = v[k * stride];
+      s.part[k] = KAHAN ? v[(DIM + k) * stride] : C(0);
+    }
+  }
+  JK_FN static void combine(State& a, const State& b) {
+    for (int k = 0; k < DIM; ++k) {
+      if constexpr (KAHAN) {
+        kahan_add(a.total[k], a.part[k], b.total[k]);
+        kahan_add(a.total[k], a.part[k], -b.part[k]);
+      } else {
+        a.total[k] += b.total[k];
+      }
+    }
+  }
+  template <class W> JK_FN static void finish(const State& s, W& w) {
+    for (int k = 0; k < DIM; ++k) w.value(0, DIM, k, s.total[k]);
+  }
+};
+
+// Min or Max per component (MAX), with the value (VALUE) and/or the index of the extremum
+// (ARG). A NaN wins, the first one seen; on equal values the earlier index stays.
+template <class C, int DIM, bool MAX, bool VALUE, bool ARG> struct ExtremumReduction {
+  static constexpr int PARTIAL_VALUES = DIM;
+  static constexpr int PARTIAL_INDICES = ARG ? DIM : 0;
+  struct State {
+    C best[DIM];
+    int64_t arg[DIM];
+  };
+  JK_FN static bool better(C x, C best) {
+    return (MAX ? x > best : x < best) || (is_nan(x) && !is_nan(best));
+  }
+  JK_FN static void init(State& s) {
+    for (int k = 0; k < DIM; ++k) s.best[k] = MAX ? -INFINITY : INFINITY, s.arg[k] = 0;
+  }
+  JK_FN static void start_tile(State&) {}
+  JK_FN static void end_tile(State&) {}
+  JK_FN static void accumulate(State& s, const C* f, int64_t j) {
+    for (int k = 0; k < DIM; ++k) {
+      if (better(f[k], s.best[k])) {
+        s.best[k] = f[k];
+        s.arg[k] = j;
+      }
+    }
+  }
+  JK_FN static void save(const State& s, C* v, int64_t* ix, int64_t stride) {
+    for (int k = 0; k < DIM; ++k) {
+      v[k * stride] = s.best[k];
+      if constexpr (ARG) ix[k * stride] = s.arg[k];
+    }
+  }
+  JK_FN static void load(State& s, const C* v, const int64_t* ix, int64_t stride) {
+    for (int k = 0; k < DIM; ++k) {
+      s.best[k] = v[k * stride];
+      s.arg[k] = ARG ? ix[k * stride] : 0;
+    }
+  }
+  JK_FN static void combine(State& a, const State& b) {
+    for (int k = 0; k < DIM; ++k) {
+      if (better(b.best[k], a.best[k])) {
+        a.best[k] = b.best[k];
+        a.arg[k] = b.arg[k];
+      }
+    }
+  }
+  template <class W> JK_FN static void finish(const State& s, W& w) {
+    for (int k = 0; k < DIM; ++k) {
+      if constexpr (VALUE) w.value(0, DIM, k, s.best[k]);
+      if constexpr (ARG) w.index(VALUE ? 1 : 0, DIM, k, s.arg[k]);
+    }
+  }
+};
+
+// The K smallest values per component, ascending, and/or their indices, kept as a sorted list
+// per thread. A candidate enters only if strictly below the current K-th value, so equal
+// values keep their order of arrival (that of a stable sort) and NaNs never enter.
+template <class C, int DIM, int K, bool VALUE, bool ARG> struct KMinReduction {
+  static constexpr int PARTIAL_VALUES = DIM * K;
+  static constexpr int PARTIAL_INDICES = DIM * K;
+  struct State {
+    C val[DIM][K];
+    int64_t arg[DIM][K];
+  };
+  JK_FN static void init(State& s) {
+    for (int k = 0; k < DIM; ++k)
+      for (int q = 0; q < K; ++q) s.val[k][q] = INFINITY, s.arg[k][q] = -1;
+  }
+  JK_FN static void start_tile(State&) {}
+  JK_FN static void end_tile(State&) {}
+  JK_FN static void accumulate(State& s, const C* f, int64_t j) {
+    for (int k = 0; k < DIM; ++k) {
+      C x = f[k];
+      if (!(x < s.val[k][K - 1])) continue;
+      int q = K - 1;
+      while (q > 0 && x < s.val[k][q - 1]) {
+        s.val[k][q] = s.val[k][q - 1];
+        s.arg[k][q] = s.arg[k][q - 1];
+        --q;
+      }
+      s.val[k][q] = x;
+      s.arg[k][q] = j;
+    }
+  }
+  JK_FN static void save(const State& s, C* v, int64_t* ix, int64_t stride) {
+    for (int k = 0; k < DIM; ++k)
+      for (int q = 0; q < K; ++q) {
+        v[(k * K + q) * stride] = s.val[k][q];
+        ix[(k * K + q) * stride] = s.arg[k][q];
+      }
+  }
+  JK_FN static void load(State& s, const C* v, const int64_t* ix, int64_t stride) {
+    for (int k = 0; k < DIM; ++k)
+      for (int q = 0; q < K; ++q) {
+        s.val[k][q] = v[(k * K + q) * stride];
+        s.arg[k][q] = ix[(k * K + q) * stride];
+      }
+  }
+  // Merges two sorted lists, a's entries first among equal values (a has the earlier rows).
+  JK_FN static void combine(State& a, const State& b) {
+    for (int k = 0; k < DIM; ++k) {
+      C val[K];
+      int64_t arg[K];
+      int i = 0, j = 0;
+      for (int q = 0; q < K; ++q) {  // i + j == q < K: neither list runs out
+        if (b.val[k][j] < a.val[k][i]) {
+          val[q] = b.val[k][j];
+          arg[q] = b.arg[k][j++];
+        } else {
+          val[q] = a.val[k][i];
+          arg[q] = a.arg[k][i++];
+        }
+      }
+      for (int q = 0; q < K; ++q) a.val[k][q] = val[q], a.arg[k][q] = arg[q];
+    }
+  }
+  template <class W> JK_FN static void finish(const State& s, W& w) {
+    for (int q = 0; q < K; ++q)
+      for (int k = 0; k < DIM; ++k) {
+        if constexpr (VALUE) w.value(0, K * DIM, q * DIM + k, s.val[k][q]);
+        if constexpr (ARG) w.index(VALUE ? 1 : 0, K * DIM, q * DIM + k, s.arg[k][q]);
+      }
+  }
+};
+
+// Streaming log-sum-exp of the scalar formula component f[0] with a running maximum m:
+//   LogSumExp:        out[k] = m + log(sum exp(f - m) * w[k])   (w = 1 when unweighted)
+//   SumSoftMaxWeight: out[k] = sum exp(f - m) * w[k] / sum exp(f - m)
+// with w the WDIM components after f. All -inf terms give -inf (LSE) or 0/0 (softmax).
+template <class C, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduction {
+  static constexpr int FIRST_WEIGHT = (SOFTMAX || !WEIGHTED) ? 1 : 0;
+  static constexpr int ACC = (WEIGHTED ? WDIM : 0) + FIRST_WEIGHT;
+  static constexpr int PARTIAL_VALUES = 1 + ACC;
+  static constexpr int PARTIAL_INDICES = 0;
+  struct State {
+    C m, s[ACC];
+  };
+  JK_FN static void init(State& s) {
+    s.m = -INFINITY;
+    for (int k = 0; k < ACC; ++k) s.s[k] = 0;
+  }
+  JK_FN static void start_tile(State&) {}
+  JK_FN static void end_tile(State&) {}
+  JK_FN static void add_terms(State& s, C e, const C* f) {
+    if constexpr (FIRST_WEIGHT == 1) s.s[0] += e;
+    if constexpr (WEIGHTED)
+      for (int q = 0; q < WDIM; ++q) s.s[FIRST_WEIGHT + q] += e * f[1 + q];
+  }
+  JK_FN static void accumulate(State& s, const C* f, int64_t) {
+    C x = f[0];
+    if (x < s.m) {  // the common case: the maximum stays, one exp per term
+      add_terms(s, jk::exp(x - s.m), f);
+      return;
+    }
+    C m_new = max_nan(s.m, x);
+    bool empty = m_new == C(-INFINITY);
+    C scale = empty ? C(1) : jk::exp(s.m - m_new);
+    C e = empty ? C(0) : jk::exp(x - m_new);
+    for (int k = 0; k < ACC; ++k) s.s[k] *= scale;
+    s.m = m_new;
+    add_terms(s, e, f);
+  }
+  JK_FN static void save(const State& s, C* v, int64_t*, int64_t stride) {
+    v[0] = s.m;
+    for (int k = 0; k < ACC; ++k) v[(1 + k) * stride] = s.s[k];
+  }
+  JK_FN static void load(State& s, const C* v, const int64_t*, int64_t stride) {
+    s.m = v[0];
+    for (int k = 0; k < ACC; ++k) s.s[k] = v[(1 + k) * stride];
+  }
+  JK_FN static void combine(State& a, const State& b) {
+    C m_new = (b.m > a.m || is_nan(b.m)) ? b.m : a.m;
+    if (m_new == C(-INFINITY)) return;
+    C wa = a.m == C(-INFINITY) ? C(0) : jk::exp(a.m - m_new);
+    C wb = b.m == C(-INFINITY) ? C(0) : jk::exp(b.m - m_new);
+    for (int k = 0; k < ACC; ++k) a.s[k] = a.s[k] * wa + b.s[k] * wb;
+    a.m = m_new;
+  }
+  template <class W> JK_FN static void finish(const State& s, W& w) {
+    if constexpr (SOFTMAX) {
+      for (int q = 0; q < WDIM; ++q) w.value(0, WDIM, q, s.s[1 + q] / s.s[0]);
+    } else {
+      for (int k = 0; k < ACC; ++k) w.value(0, ACC, k, s.m + jk::log(s.s[k]));
+    }
+  }
+};
+
+}  // namespace gpu
+}  // namespace jk
+
+#endif  // JAXKEOPS_CUDA_REDUCTIONS_H

@@ -1,0 +1,137 @@
+"""Lowering of the reduction primitive for CUDA, to the prebuilt launcher of `_ext_cuda`.
+
+Lowering renders the kernel's CUDA source and derives its id from the source alone, so it
+needs neither a GPU nor a CUDA compiler: `jax.jit(f).trace(...).lower(lowering_platforms=
+("cuda",))` works on any machine. The kernel is compiled (NVRTC, else nvcc) during lowering
+only when this process has CUDA devices, once per distinct compute capability, and its images
+are registered with the launcher by id before XLA runs the call; a compile error then surfaces
+as a `KernelCompileError` at lowering time, like on the CPU, rather than inside XLA.
+Lowering on a machine without a GPU and running elsewhere (jax.export) is not supported: the
+other process has no image registered for the id and the call fails with that message.
+
+The launch plan (block size, rows or split schedule) is decided here from the static shapes
+and passed as attributes; the split schedule's scratch memory is an extra output of the custom
+call that XLA allocates, so the handler never allocates device memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import threading
+
+import jax
+import numpy as np
+
+from .codegen.cuda import plan_launch, render_cuda
+from .codegen.spec import KernelSpec
+from .reductions import VALUE
+from .runtime.cuda_build import build_cuda_kernel, cuda_kernel_key, write_cuda_source
+from .runtime.loader import kernel_id
+
+CUDA_TARGET = "jaxkeops_cuda"
+_lock = threading.Lock()
+_ids: dict[tuple, int] = {}
+_target_registered = False
+
+
+def _ext_cuda():
+    from . import _ext_cuda
+
+    return _ext_cuda
+
+
+def register_cuda_target() -> None:
+    """Registers the launcher with JAX for platform CUDA (once; JAX defers it until its CUDA
+    backend starts)."""
+    global _target_registered
+    with _lock:
+        if not _target_registered:
+            jax.ffi.register_ffi_target(CUDA_TARGET, _ext_cuda().handlers(), platform="CUDA")
+            _target_registered = True
+
+
+def _cuda_plugin_installed() -> bool:
+    names = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_plugins.xla_cuda12",
+             "jax_plugins.xla_cuda13")
+    for name in names:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except ModuleNotFoundError:
+            continue
+    return False
+
+
+@functools.cache
+def gpu_archs() -> tuple[int, ...]:
+    """The distinct compute capabilities (e.g. 80) of this process's CUDA devices, or ()."""
+    try:
+        devices = jax.devices("cuda")
+    except RuntimeError:
+        return ()
+    archs = set()
+    for d in devices:
+        major, _, minor = str(getattr(d, "compute_capability", "0.0")).partition(".")
+        archs.add(int(major) * 10 + int(minor or 0))
+    return tuple(sorted(archs))
+
+
+def cuda_kernel_id(spec: KernelSpec, in_dtype: str, out_dtype: str) -> int:
+    """Renders the kernel (writing its source to the cache) and, when this process has GPUs,
+    compiles and registers it for each of their architectures."""
+    with _lock:
+        kid = _ids.get((spec, in_dtype, out_dtype))
+    if kid is not None:
+        return kid
+    source = render_cuda(spec, in_dtype=in_dtype, out_dtype=out_dtype)
+    key = cuda_kernel_key(source)
+    kid = kernel_id(key)
+    write_cuda_source(source, key)
+    archs = gpu_archs()
+    if archs:
+        register_cuda_target()
+        for arch in archs:
+            path, target = build_cuda_kernel(source, key, arch)
+            _ext_cuda().register_image(kid, target, str(path))
+    with _lock:
+        _ids[(spec, in_dtype, out_dtype)] = kid
+    return kid
+
+
+_ffi_rule = jax.ffi.ffi_lowering(CUDA_TARGET)
+
+
+def lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
+    in_dtype = np.dtype(ctx.avals_in[0].dtype).name if ctx.avals_in else spec.dtype
+    values = [a for a, o in zip(ctx.avals_out, spec.outputs) if o.kind == VALUE]
+    out_dtype = np.dtype(values[0].dtype).name if values else spec.dtype
+    kid = cuda_kernel_id(spec, in_dtype, out_dtype)
+    batch = tuple(ctx.avals_out[0].shape[:-2])
+    plan = plan_launch(spec, n_out, n_red, math.prod(batch))
+    avals_out = list(ctx.avals_out)
+    if plan.split:
+        avals_out.append(jax.core.ShapedArray((plan.scratch_bytes,), np.dtype(np.uint8)))
+    results = _ffi_rule(
+        ctx.replace(avals_out=avals_out),
+        *operands,
+        kernel_id=np.int64(kid),
+        roles=np.asarray(spec.roles, dtype=np.int64),
+        n_batch=np.int64(len(batch)),
+        n_red=np.int64(n_red),
+        block=np.int64(plan.block),
+        smem=np.int64(plan.smem_bytes),
+        n_chunks=np.int64(plan.n_chunks),
+        chunk_len=np.int64(plan.chunk_len),
+    )
+    return list(results)[: len(ctx.avals_out)]
+
+
+if _cuda_plugin_installed():
+    try:
+        register_cuda_target()
+    except ImportError:  # a build without the launcher: lowering still works, running fails
+        pass
+
+__all__ = ["CUDA_TARGET", "cuda_kernel_id", "gpu_archs", "lower_cuda", "register_cuda_target"]
