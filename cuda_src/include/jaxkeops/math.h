@@ -289,9 +289,13 @@ template <class V> JK_FN V exp(V x) {
     V xc = clamp_keep_nan(x, single ? -200.0 : -1600.0, single ? 200.0 : 1600.0);
     V t = xc * cst<V>(1.4426950408889634);
     V n;
-    {
-      using R = typename std::conditional<single, __m512, __m512d>::type;
-      R raw;
+    if constexpr (single) {
+      __m512 raw;
+      memcpy(&raw, &t, 64);
+      raw = round_nearest(raw);
+      memcpy(&n, &raw, 64);
+    } else {
+      __m512d raw;
       memcpy(&raw, &t, 64);
       raw = round_nearest(raw);
       memcpy(&n, &raw, 64);
@@ -396,13 +400,22 @@ template <class V> JK_FN V exp2(V x) {
   using S = scalar_t<V>;
 #if JK_AVX512
   if constexpr (sizeof(V) == 64 && sizeof(S) == 4) {
+    V n, f;
+    __m512 t;
+    memcpy(&t, &x, 64);
+#if defined(__AVX512DQ__)
+    // vreduceps gives x - round(x) exactly, and 0 for +-inf, which vscalef then saturates to
+    // inf or 0: no clamp needed.
+    __m512 nr = round_nearest(t), fr = _mm512_reduce_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    memcpy(&n, &nr, 64);
+    memcpy(&f, &fr, 64);
+#else
     V xc = clamp_keep_nan(x, -300.0, 300.0);
-    __m512 raw;
-    memcpy(&raw, &xc, 64);
-    raw = round_nearest(raw);
-    V n;
-    memcpy(&n, &raw, 64);
-    V f = xc - n;
+    memcpy(&t, &xc, 64);
+    __m512 nr = round_nearest(t);
+    memcpy(&n, &nr, 64);
+    f = xc - n;
+#endif
     V p = cst<V>(0.0013390863364698205);
     p = p * f + cst<V>(0.009676031918298474);
     p = p * f + cst<V>(0.055503571142190296);
