@@ -3,6 +3,7 @@ run one reduction through jaxkeops and through the dense reference of `jaxkeops.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -65,6 +66,13 @@ def run_both(formulas: Sequence, reduction: str, axis: int, variables: Sequence,
     got = run_reduction(tuple(formulas), reduction, axis, tuple(variables), list(arrays), names,
                         k=k, sum_scheme=sum_scheme)
     spec = make_spec(formulas, reduction, axis, variables, dtype, k=k, sum_scheme=sum_scheme)
-    ref = dense_reduce(spec, list(arrays), names)
+    ref = dense_reference(spec)(*arrays)
     assert len(got) == len(ref)
     return got, ref
+
+
+@functools.cache
+def dense_reference(spec: KernelSpec):
+    """`dense_reduce` for `spec`, jitted (one XLA program instead of one per jnp op)."""
+    names = [repr(v) for v in spec.args]
+    return jax.jit(lambda *arrays: dense_reduce(spec, list(arrays), names))

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .printer import print_body
-from .spec import KernelSpec
+from .spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
 
 COMPUTE_TYPES = {"float32": "float", "float64": "double", "float16": "float", "bfloat16": "float"}
 STORAGE_TYPES = {"float32": "float", "float64": "double", "float16": "jk::f16",
@@ -110,10 +110,10 @@ def render_cuda(spec: KernelSpec, in_dtype: str | None = None, out_dtype: str | 
             f"{len(spec.args)}; concatenate variables of the same category into fewer arrays"
         )
     c = compute_type(spec)
-    dims = {0: 0, 1: 0, 2: 0}
+    dims = {ROLE_OUTER: 0, ROLE_INNER: 0, ROLE_PARAM: 0}
     layout = {}
-    loads: dict[int, list[str]] = {0: [], 1: [], 2: []}
-    target = {0: ("o", "row"), 1: ("n", "row"), 2: ("p", "0")}
+    loads: dict[int, list[str]] = {ROLE_OUTER: [], ROLE_INNER: [], ROLE_PARAM: []}
+    target = {ROLE_OUTER: ("o", "row"), ROLE_INNER: ("n", "row"), ROLE_PARAM: ("p", "0")}
     for a, (var, role) in enumerate(zip(spec.args, spec.roles)):
         layout[var] = (role, dims[role])
         array, row = target[role]
@@ -135,16 +135,16 @@ def render_cuda(spec: KernelSpec, in_dtype: str | None = None, out_dtype: str | 
         f"  using OUT = {STORAGE_TYPES[out_dtype]};",
         f"  using I = {INDEX_TYPES[spec.index_dtype]};",
         f"  static constexpr int DIM = {sum(spec.formula_dims)};",
-        f"  static constexpr int OUTER_DIM = {dims[0]};",
-        f"  static constexpr int INNER_DIM = {dims[1]};",
-        f"  static constexpr int PARAM_DIM = {dims[2]};",
+        f"  static constexpr int OUTER_DIM = {dims[ROLE_OUTER]};",
+        f"  static constexpr int INNER_DIM = {dims[ROLE_INNER]};",
+        f"  static constexpr int PARAM_DIM = {dims[ROLE_PARAM]};",
         f"  static constexpr int N_ARGS = {len(spec.args)};",
         f"  static constexpr int N_OUTS = {len(spec.outputs)};",
         f"  static constexpr int PARTIAL_VALUES = {n_values};",
         f"  static constexpr int PARTIAL_INDICES = {n_indices};",
-        *_loader("load_outer", "o", "int64_t row, ", loads[0]),
-        *_loader("load_inner", "n", "int64_t row, ", loads[1]),
-        *_loader("load_params", "p", "", loads[2]),
+        *_loader("load_outer", "o", "int64_t row, ", loads[ROLE_OUTER]),
+        *_loader("load_inner", "n", "int64_t row, ", loads[ROLE_INNER]),
+        *_loader("load_params", "p", "", loads[ROLE_PARAM]),
         "  template <class V>",
         "  JK_FN static void eval(const V* o, const V* n, const V* p, V* out) {",
         "    (void)o; (void)n; (void)p;",
@@ -175,10 +175,13 @@ class LaunchPlan:
         return self.n_chunks > 1
 
 
+def _inner_dim(spec: KernelSpec) -> int:
+    return sum(v.dim for v, r in zip(spec.args, spec.roles) if r == ROLE_INNER)
+
+
 def block_size(spec: KernelSpec) -> int:
     """KeOps' 192 threads, fewer if a tile of the inner variables would not fit."""
-    row_bytes = sum(v.dim for v, r in zip(spec.args, spec.roles) if r == 1) * ITEMSIZE[
-        compute_type(spec)]
+    row_bytes = _inner_dim(spec) * ITEMSIZE[compute_type(spec)]
     if row_bytes * DEFAULT_BLOCK <= SMEM_BUDGET:
         return DEFAULT_BLOCK
     block = SMEM_BUDGET // row_bytes
@@ -191,15 +194,16 @@ def block_size(spec: KernelSpec) -> int:
 
 
 def plan_launch(spec: KernelSpec, n_out: int, n_red: int, n_batch: int,
-                schedule: str | None = None, block: int | None = None) -> LaunchPlan:
-    """Block size and schedule for one call. `schedule` ("rows" or "split") and `block` force
-    a choice (tests; $JAXKEOPS_CUDA_SCHEDULE does the same for a whole run)."""
+                schedule: str | None = None, block: int | None = None,
+                chunks: int | None = None) -> LaunchPlan:
+    """Block size and schedule for one call. `schedule` ("rows" or "split", with `chunks`
+    chunks or one tile per chunk) and `block` force a choice (tests; $JAXKEOPS_CUDA_SCHEDULE
+    does the same for a whole run)."""
     schedule = schedule or os.environ.get("JAXKEOPS_CUDA_SCHEDULE") or None
     if schedule not in (None, "rows", "split"):
         raise ValueError(f"schedule must be 'rows' or 'split', got {schedule!r}")
     block = block or block_size(spec)
-    inner_dim = sum(v.dim for v, r in zip(spec.args, spec.roles) if r == 1)
-    smem = block * inner_dim * ITEMSIZE[compute_type(spec)]
+    smem = block * _inner_dim(spec) * ITEMSIZE[compute_type(spec)]
     row_blocks = max(1, math.ceil(n_out / block)) * max(1, n_batch)
     min_chunk = MIN_CHUNK_TILES * block
     if schedule is None:
@@ -207,7 +211,7 @@ def plan_launch(spec: KernelSpec, n_out: int, n_red: int, n_batch: int,
         chunks = min(math.ceil(TARGET_BLOCKS / row_blocks), n_red // min_chunk) if split else 1
     else:
         split = schedule == "split" and n_red > 0
-        chunks = math.ceil(n_red / block) if split else 1
+        chunks = (chunks or math.ceil(n_red / block)) if split else 1
     chunks = max(1, min(chunks, MAX_GRID_Z))
     # Whole tiles per chunk; rounding may leave fewer chunks than asked for.
     chunk_len = math.ceil(math.ceil(n_red / chunks) / block) * block if n_red else 0

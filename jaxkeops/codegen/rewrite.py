@@ -1,5 +1,10 @@
 """Rewrites applied just before printing: same value, cheaper code.
 
+|x - y|^2 between an outer and an inner vector of dim >= 32 becomes |x|^2 + |y|^2 - 2 <x, y>
+(clamped at 0): with the norms hoisted out of the pair loop (hoist.py), each pair costs one
+fused multiply-add per dimension instead of a subtraction and a multiply-add. It rounds
+differently for nearly equal points, by about eps * (|x|^2 + |y|^2).
+
 exp(c * a) becomes 2^((c log2 e) * a): the constant multiply that the formula already has
 absorbs log2(e), and 2^t is cheaper than e^x (no Cody-Waite reduction). The exponent gets one
 more rounding (of the folded constant), the same order as the rounding of c * a itself.
@@ -11,8 +16,11 @@ from __future__ import annotations
 import math
 
 from ..formulas import Const, Node, Op, make, walk
+from .hoist import INNER, OUTER, dependencies
+from .spec import KernelSpec
 
 LOG2E = 1.0 / math.log(2.0)
+DOT_FORM_MIN_DIM = 32
 
 
 def _scaled_exponent(arg: Node) -> Node | None:
@@ -31,13 +39,24 @@ def _scaled_exponent(arg: Node) -> Node | None:
     return None
 
 
-def for_codegen(formulas: tuple[Node, ...]) -> tuple[Node, ...]:
+def _dot_form(a: Node, b: Node) -> Node:
+    cross = make("Mult", make("Scalprod", a, b), Const(-2.0))
+    return make("ReLU", make("Add", make("Add", make("SqNorm2", a), make("SqNorm2", b)), cross))
+
+
+def for_codegen(spec: KernelSpec, formulas: tuple[Node, ...]) -> tuple[Node, ...]:
+    deps = dependencies(spec, formulas)
     new: dict[Node, Node] = {}
     for node in walk(*formulas):
         if not isinstance(node, Op):
             new[node] = node
             continue
         args = tuple(new[a] for a in node.args)
+        if node.name == "SqDist" and args[0].dim == args[1].dim >= DOT_FORM_MIN_DIM:
+            sides = {deps[node.args[0]], deps[node.args[1]]}
+            if sides == {OUTER, INNER}:
+                new[node] = _dot_form(*args)
+                continue
         if node.name == "Exp":
             exponent = _scaled_exponent(args[0])
             if exponent is not None and exponent.dim == node.dim:

@@ -78,7 +78,7 @@ class KernelSpec:
     def describe(self) -> str:
         parts = ", ".join(repr(f) for f in self.formulas)
         k = f", K={self.k}" if self.k is not None else ""
-        return f"{self.reduction}({parts}{k}) over {'ji'[self.axis]} [{self.dtype}]"
+        return f"{self.reduction}({parts}{k}) over {'ij'[self.axis]} [{self.dtype}]"
 
     def content(self) -> str:
         """A canonical text of everything that determines the generated source."""

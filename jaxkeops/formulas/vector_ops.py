@@ -16,30 +16,31 @@ def _fail(name: str, message: str, dims: tuple[int, ...]) -> ValueError:
     return ValueError(f"{name}: {message} (operand dims {', '.join(map(str, dims))})")
 
 
-PARTIAL_ACCUMULATORS = 4
-
-
 def fold_lines(d: int, term, combine: str = "{a} + {b}") -> list[str]:
     """Lines leaving `acc` = term(0) (+) term(1) (+) ... (+) term(d-1).
 
-    Long folds use several partial accumulators: one chain of d dependent additions would make
-    the kernel wait on latency rather than throughput.
+    Long folds use several partial accumulators (4, or 8 from 32 terms on): one chain of d
+    dependent additions would make the kernel wait on latency rather than throughput.
     """
     def join(a, b):
         return combine.format(a=a, b=b)
 
-    if d < 2 * PARTIAL_ACCUMULATORS:
+    n = 8 if d >= 32 else 4
+    if d < 2 * n:
         lines = [f"V acc = {term('0')};"]
         if d > 1:
             lines.append(f"for (int k = 1; k < {d}; ++k) acc = {join('acc', term('k'))};")
         return lines
-    n = PARTIAL_ACCUMULATORS
     whole = d // n * n
     lines = [f"V acc{q} = {term(str(q))};" for q in range(n)]
     body = " ".join(f"acc{q} = {join(f'acc{q}', term(f'k + {q}'))};" for q in range(n))
     lines.append(f"for (int k = {n}; k < {whole}; k += {n}) {{ {body} }}")
-    lines.append(f"for (int k = {whole}; k < {d}; ++k) acc0 = {join('acc0', term('k'))};")
-    lines.append(f"V acc = {join(join('acc0', 'acc1'), join('acc2', 'acc3'))};")
+    if whole < d:
+        lines.append(f"for (int k = {whole}; k < {d}; ++k) acc0 = {join('acc0', term('k'))};")
+    partial = [f"acc{q}" for q in range(n)]
+    while len(partial) > 1:
+        partial = [f"({join(partial[i], partial[i + 1])})" for i in range(0, len(partial), 2)]
+    lines.append(f"V acc = {partial[0]};")
     return lines
 
 

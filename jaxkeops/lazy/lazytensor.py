@@ -132,7 +132,12 @@ class LazyTensor:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         shapes = [tuple(a.shape[:-1 if c == CAT_P else -2]) for a, c in self._leaves]
-        return tuple(np.broadcast_shapes(*shapes)) if shapes else ()
+        try:
+            return tuple(np.broadcast_shapes(*shapes)) if shapes else ()
+        except ValueError:
+            listed = ", ".join(f"{_ROLE_AXES[c]}-variable of shape {tuple(a.shape)}"
+                               for a, c in self._leaves)
+            raise ValueError(f"batch dimensions do not broadcast: {listed}") from None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -173,10 +178,11 @@ class LazyTensor:
             isinstance(exponent, float) and exponent.is_integer() and abs(exponent) < 2**31
         ):
             return self._op("Pow", params=(int(exponent),))
-        if exponent == 0.5:
-            return self._op("Sqrt")
-        if exponent == -0.5:
-            return self._op("Rsqrt")
+        if isinstance(exponent, (float, np.floating)):
+            if exponent == 0.5:
+                return self._op("Sqrt")
+            if exponent == -0.5:
+                return self._op("Rsqrt")
         return self._op("Powf", exponent)
 
     def __getitem__(self, key) -> LazyTensor:

@@ -85,7 +85,7 @@ def find_cuda_compiler(prefer: str | None = None) -> CudaCompiler:
     if prefer in (None, "nvrtc"):
         nvrtc = find_nvrtc()
         if nvrtc is not None:
-            return CudaCompiler("nvrtc", nvrtc.path, "%d.%d" % nvrtc.version)
+            return CudaCompiler("nvrtc", nvrtc.path, nvrtc.version_string)
     if prefer in (None, "nvcc"):
         nvcc = shutil.which("nvcc")
         if nvcc:

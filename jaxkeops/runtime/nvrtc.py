@@ -71,6 +71,7 @@ class Nvrtc:
         major, minor = ctypes.c_int(), ctypes.c_int()
         self._check(self.lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)), "version")
         self.version = (major.value, minor.value)
+        self.version_string = f"{major.value}.{minor.value}"
 
     def _check(self, code: int, what: str) -> None:
         if code != 0:

@@ -54,7 +54,7 @@ template <class F, class R> struct CpuSchedule {
   static constexpr int TJ = TJ_RAW < L ? L : (TJ_RAW > 4096 ? 4096 : TJ_RAW / L * L);
   static constexpr int SB = 512;
 
-  JK_FN static void pack_tile(const jk_task* t, S* buf, int64_t j0, int nj) {
+  JK_FN static void pack_tile(const jk_task* t, S* buf, const V* p, int64_t j0, int nj) {
     int groups = (nj + L - 1) / L;
     for (int a = 0; a < F::N_ARGS; ++a) {
       const ArgInfo& info = F::ARGS[a];
@@ -69,17 +69,24 @@ template <class F, class R> struct CpuSchedule {
         }
       }
     }
+    if constexpr (F::INNER_DIM > F::INNER_RAW) {
+      for (int g = 0; g < groups; ++g) {
+        S* group = buf + (size_t)g * DI * L;
+        F::pre_inner((const V*)group, p, (V*)(group + (size_t)F::INNER_RAW * L));
+      }
+    }
   }
 
   // The outer values stay scalars: the formula broadcasts them where it uses them, which the
   // compiler turns into broadcast loads hoisted out of the loop over reduced rows.
-  JK_FN static void load_outer(const jk_task* t, int64_t row, S* o) {
+  JK_FN static void load_outer(const jk_task* t, int64_t row, const S* ps, S* o) {
     for (int a = 0; a < F::N_ARGS; ++a) {
       const ArgInfo& info = F::ARGS[a];
       if (info.role != OUTER) continue;
       const S* src = (const S*)t->args[a] + row * info.dim;
       for (int k = 0; k < info.dim; ++k) o[info.offset + k] = src[k];
     }
+    if constexpr (F::OUTER_DIM > F::OUTER_RAW) F::pre_outer(o, ps, o + F::OUTER_RAW);
   }
 
   template <int NR>
@@ -124,23 +131,27 @@ template <class F, class R> struct CpuSchedule {
     AlignedBuffer<State> states(SB);
     if (!buf.ptr || !states.ptr) return 1;
     V p[DP1];
+    S ps[DP1];
     for (int a = 0; a < F::N_ARGS; ++a) {
       const ArgInfo& info = F::ARGS[a];
       if (info.role != PARAM) continue;
-      for (int k = 0; k < info.dim; ++k) p[info.offset + k] = cst<V>(((const S*)t->args[a])[k]);
+      for (int k = 0; k < info.dim; ++k) {
+        ps[info.offset + k] = ((const S*)t->args[a])[k];
+        p[info.offset + k] = cst<V>(ps[info.offset + k]);
+      }
     }
     for (int64_t row0 = t->row_begin; row0 < t->row_end; row0 += SB) {
       const int rows = (int)(t->row_end - row0 < SB ? t->row_end - row0 : SB);
       for (int r = 0; r < rows; ++r) R::start_row(states.ptr[r]);
       for (int64_t j0 = 0; j0 < n_red; j0 += TJ) {
         const int nj = (int)(n_red - j0 < TJ ? n_red - j0 : TJ);
-        if constexpr (DI > 0) pack_tile(t, buf.ptr, j0, nj);
+        if constexpr (DI > 0) pack_tile(t, buf.ptr, p, j0, nj);
         int r = 0;
         for (; r < rows; r += RB) {
           const int nr = rows - r < RB ? rows - r : RB;
           S o[RB][DO1];
           for (int q = 0; q < nr; ++q) {
-            load_outer(t, row0 + r + q, o[q]);
+            load_outer(t, row0 + r + q, ps, o[q]);
             R::start_tile(states.ptr[r + q]);
           }
           if (nr == RB) {

@@ -217,13 +217,13 @@ template <class V, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduct
     if constexpr (MASKED) x = select(valid, x, cst<V>(-INFINITY));
     auto grows = !(x < s.m);
     if (!any(grows)) {
-      add_terms(s, exp(x - s.m), f);
+      add_terms(s, exp_shifted(x - s.m), f);
       return;
     }
     V m_new = max_nan(s.m, x);
     auto empty = m_new == cst<V>(-INFINITY);
-    V scale = select(empty, cst<V>(1), exp(s.m - m_new));
-    V e = select(empty, cst<V>(0), exp(x - m_new));
+    V scale = select(empty, cst<V>(1), exp_shifted(s.m - m_new));
+    V e = select(empty, cst<V>(0), exp_shifted(x - m_new));
     for (int k = 0; k < ACC; ++k) s.s[k] = s.s[k] * scale, s.t[k] = s.t[k] * scale;
     s.m = m_new;
     add_terms(s, e, f);

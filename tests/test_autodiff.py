@@ -1,0 +1,327 @@
+"""Derivatives of every op and every reduction, against finite differences and against JAX
+autodiff of the dense reference (`jaxkeops.testing.dense_reduce`).
+
+Every test runs in float64 at small sizes (M = 7, N = 9). Kernels compile on first use, so the
+number of distinct formulas is kept small: each op gets one formula, differentiated with respect
+to i-variables only (so that every transposed kernel is a single reduction over j); the
+reductions share one set of formulas over i-variables, j-variables, a parameter and a weight,
+differentiated with respect to all of them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_close, dense_reference, make_spec
+from jax.test_util import check_grads
+
+from jaxkeops.formulas import CAT_I, CAT_J, CAT_P, OPS, Var, make, variables
+from jaxkeops.formulas.dense import evaluate
+from jaxkeops.lazy.reduce import run_reduction
+
+M, N = 7, 9
+DTYPE = "float64"
+
+# Forward mode only for now: their transposes (needed by reverse mode) are not written yet.
+FORWARD_ONLY = {"Kron", "TensorDot"}
+# Ops whose value is locally constant: every derivative is zero (away from the jumps).
+PIECEWISE_CONSTANT = {
+    "Equal", "NotEqual", "LessThan", "GreaterThan", "LessOrEqual", "GreaterOrEqual",
+    "Floor", "Round", "Sign", "Step", "OneHot", "ArgMax", "ArgMin",
+}
+# Per-operand sampling intervals where the op's single `domain` is not enough.
+OPERAND_DOMAINS = {
+    "Clamp": [(-2.0, 2.0), (-1.6, -0.4), (0.4, 1.6)],  # lower bound < upper bound
+}
+
+
+def _tree_close(actual, expected, **kw):
+    a_leaves, a_tree = jax.tree.flatten(actual)
+    e_leaves, e_tree = jax.tree.flatten(expected)
+    assert a_tree == e_tree, f"{a_tree} != {e_tree}"
+    for a, e in zip(a_leaves, e_leaves):
+        assert_close(a, e, DTYPE, **kw)
+
+
+def _random_like(rng, tree):
+    return jax.tree.map(lambda a: jnp.asarray(rng.normal(size=np.shape(a))), tree)
+
+
+def _cotangent_vjp(f):
+    """x -> vjp(f, x)(f(x)): reverse mode whose cotangent depends on x (as in check_grads),
+    so that differentiating it again reuses the kernels check_grads compiled."""
+
+    def f_vjp(*args):
+        out, pullback = jax.vjp(f, *args)
+        return pullback(out)
+
+    return f_vjp
+
+
+class Problem:
+    """One reduction, as a function of the arrays we differentiate (the others are fixed), and
+    the same function through the dense reference."""
+
+    def __init__(self, formulas, reduction, axis, variables, arrays, wrt, k=None):
+        self.formulas, self.reduction, self.axis = tuple(formulas), reduction, axis
+        self.variables, self.k = tuple(variables), k
+        self.arrays = [jnp.asarray(a) for a in arrays]
+        self.wrt = tuple(wrt)
+        self.names = [repr(v) for v in variables]
+        self.spec = make_spec(formulas, reduction, axis, variables, DTYPE, k=k)
+
+    @property
+    def args(self):
+        return tuple(self.arrays[i] for i in self.wrt)
+
+    def _full(self, args):
+        arrays = list(self.arrays)
+        for i, a in zip(self.wrt, args):
+            arrays[i] = a
+        return arrays
+
+    def keops(self, *args):
+        outs = run_reduction(self.formulas, self.reduction, self.axis, self.variables,
+                             self._full(args), self.names, k=self.k)
+        return outs[0] if len(outs) == 1 else outs
+
+    def dense(self, *args):
+        outs = dense_reference(self.spec)(*self._full(args))
+        return outs[0] if len(outs) == 1 else outs
+
+
+# ---------------------------------------------------------------------------------------------
+# Every op of the op table.
+
+def op_problem(name: str, rng) -> Problem:
+    """Sum over j of op(x1_i + z1_j, x2_i + z2_j, ...), a function of the i-variables x.
+
+    Each operand is an i-variable plus a fixed j-variable, so the kernel depends on both
+    indices while every differentiated variable is indexed by i: each derivative order adds
+    one kernel per transposition instead of one per role."""
+    spec = OPS[name]
+    dims = tuple(spec.example_dims) if spec.example_dims is not None else (3,) * spec.arity
+    xs = [Var(t, d, CAT_I) for t, d in enumerate(dims)]
+    zs = [Var(len(dims) + t, d, CAT_J) for t, d in enumerate(dims)]
+    formula = make(name, *(make("Add", x, z) for x, z in zip(xs, zs)),
+                   params=spec.example_params)
+    domains = OPERAND_DOMAINS.get(name, [spec.domain] * spec.arity)
+    arrays = []
+    for rows, variables in ((M, xs), (N, zs)):
+        for v, (lo, hi) in zip(variables, domains):
+            arrays.append(rng.uniform(lo / 2, hi / 2, size=(rows, v.dim)))
+    return Problem([formula], "Sum", 1, xs + zs, arrays, wrt=range(len(xs)))
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_derivatives_match_dense_autodiff(name, rng):
+    """First-order JVP and VJP of every op, exactly as JAX differentiates the dense reference
+    (non-smooth ops included: the data stay away from their kinks with probability 1)."""
+    p = op_problem(name, rng)
+    args = p.args
+    _tree_close(p.keops(*args), p.dense(*args))
+    tangents = _random_like(rng, args)
+    _tree_close(jax.jvp(p.keops, args, tangents), jax.jvp(p.dense, args, tangents))
+    if name in FORWARD_ONLY:
+        return
+    ct = _random_like(rng, p.keops(*args))
+    _tree_close(jax.vjp(p.keops, *args)[1](ct), jax.vjp(p.dense, *args)[1](ct))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in OPS if OPS[n].smooth))
+def test_op_check_grads_second_order(name, rng):
+    """Finite differences to second order, both modes (forward only for Kron and TensorDot),
+    and the second-order derivatives against the dense reference."""
+    p = op_problem(name, rng)
+    args = p.args
+    modes = ("fwd",) if name in FORWARD_ONLY else ("fwd", "rev")
+    check_grads(p.keops, args, order=2, modes=modes)
+    tangents = _random_like(rng, args)
+    if name in FORWARD_ONLY:
+        def jvp_of(f):
+            return lambda *a: jax.jvp(f, a, tangents)[1]
+
+        _tree_close(jax.jvp(jvp_of(p.keops), args, tangents),
+                    jax.jvp(jvp_of(p.dense), args, tangents))
+    else:
+        _tree_close(jax.jvp(_cotangent_vjp(p.keops), args, tangents),
+                    jax.jvp(_cotangent_vjp(p.dense), args, tangents))
+
+
+@pytest.mark.parametrize("name", sorted(PIECEWISE_CONSTANT))
+def test_piecewise_constant_ops_have_zero_derivatives(name, rng):
+    p = op_problem(name, rng)
+    args = p.args
+    tangents = _random_like(rng, args)
+    _, tangent_out = jax.jvp(p.keops, args, tangents)
+    np.testing.assert_array_equal(np.asarray(tangent_out), 0.0)
+    grads = jax.grad(lambda *a: jnp.sum(p.keops(*a) ** 2), argnums=tuple(range(len(args))))(
+        *args)
+    for g in grads:
+        np.testing.assert_array_equal(np.asarray(g), 0.0)
+
+
+def test_non_smooth_ops_are_exactly_the_ones_not_checked_by_finite_differences():
+    non_smooth = {n for n in OPS if not OPS[n].smooth}
+    assert PIECEWISE_CONSTANT <= non_smooth
+    assert not FORWARD_ONLY & non_smooth
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD_ONLY))
+def test_forward_only_ops_raise_in_reverse_mode(name, rng):
+    p = op_problem(name, rng)
+    args = p.args
+    loss = lambda *a: jnp.sum(p.keops(*a))  # noqa: E731
+    with pytest.raises(NotImplementedError, match=name):
+        jax.grad(loss)(*args)
+    with pytest.raises(NotImplementedError, match=name):
+        jax.vjp(p.keops, *args)[1](p.keops(*args))
+    # Forward mode through the same function still works, also under jit.
+    tangents = _random_like(rng, args)
+    _tree_close(jax.jit(lambda *a: jax.jvp(p.keops, a, tangents))(*args),
+                jax.jvp(p.dense, args, tangents))
+
+
+# ---------------------------------------------------------------------------------------------
+# Every reduction, with respect to every kind of input.
+
+K = 3
+X, Y, P = Var(0, 3, CAT_I), Var(1, 3, CAT_J), Var(2, 1, CAT_P)
+# The scalar formula of LogSumExp and SumSoftMaxWeight, and the weight (indexed by the reduced
+# axis, as weights are).
+F = make("Subtract", make("Scalprod", X, Y), make("Mult", P, make("SqDist", X, Y)))
+
+
+def weight(axis: int) -> Var:
+    return Var(3, 2, CAT_J if axis == 1 else CAT_I)
+
+
+def reduction_formulas(name: str, axis: int) -> tuple:
+    w = weight(axis)
+    if name == "Sum":
+        return (make("Mult", make("Exp", F), w),)
+    if name == "LogSumExp":
+        return (F,)
+    if name in ("LogSumExp_weighted", "SumSoftMaxWeight"):
+        return (F, w)
+    # Selecting reductions: a 2-dim formula (each component selects its own pairs) that
+    # depends on every variable.
+    return (make("Concat", F, make("Mult", make("Elem", w, params=(0,)),
+                                   make("Sin", make("Scalprod", X, make("Cos", Y))))),)
+
+
+VALUE_REDUCTIONS = ["Sum", "LogSumExp", "LogSumExp_weighted", "SumSoftMaxWeight", "Min", "Max",
+                    "Min_ArgMin", "Max_ArgMax", "KMin", "KMin_ArgKMin"]
+SELECTING = {"Min", "Max", "Min_ArgMin", "Max_ArgMax", "KMin", "KMin_ArgKMin", "ArgMin",
+             "ArgMax", "ArgKMin"}
+INDEX_REDUCTIONS = {"ArgMin": "Min", "ArgMax": "Max", "ArgKMin": "KMin"}
+
+
+def reduction_data(rng, axis: int) -> list[np.ndarray]:
+    x = rng.uniform(-1.0, 1.0, size=(M, 3))
+    y = rng.uniform(-1.0, 1.0, size=(N, 3))
+    p = rng.uniform(0.5, 1.5, size=(1,))
+    w = rng.uniform(0.5, 1.5, size=(N if axis == 1 else M, 2))  # positive: LogSumExp weights
+    return [x, y, p, w]
+
+
+def reduction_problem(name: str, axis: int, rng) -> Problem:
+    """`name` over i (axis=0) or j (axis=1), differentiated with respect to all its inputs.
+    Min/Max/KMin get data whose selected pairs are isolated (redrawn until they are)."""
+    formulas = reduction_formulas(name, axis)
+    reduction = "LogSumExp" if name == "LogSumExp_weighted" else name
+    used = sorted(variables(*formulas), key=lambda v: v.index)
+    k = K if "KMin" in name else None
+    for _ in range(100):
+        data = reduction_data(rng, axis)
+        arrays = [data[v.index] for v in used]
+        problem = Problem(formulas, reduction, axis, used, arrays, wrt=range(len(used)), k=k)
+        if reduction not in SELECTING or min_gap(problem) > 1e-3:
+            return problem
+    raise AssertionError("could not draw data without near ties")
+
+
+def min_gap(problem: Problem) -> float:
+    """The smallest gap, along the reduced axis, between the values that Min/Max/KMin select
+    and the next ones: finite differences must not flip a selection."""
+    env = {}
+    for v, a in zip(problem.variables, problem.arrays):
+        env[v] = a[:, None, :] if v.cat == CAT_I else a[None, :, :] if v.cat == CAT_J else a
+    reduced = 1 - problem.axis
+    values = np.sort(np.asarray(evaluate(problem.formulas[0], env, DTYPE)), axis=reduced)
+    smallest = np.take(values, range((K if problem.k else 1) + 1), axis=reduced)
+    largest = np.take(values, range(-2, 0), axis=reduced)
+    return float(min(np.diff(smallest, axis=reduced).min(), np.diff(largest, axis=reduced).min()))
+
+
+def _values_only(problem: Problem):
+    """The value output of a reduction that also returns indices."""
+    kinds = [o.kind for o in problem.spec.outputs]
+    if len(kinds) == 1:
+        return problem.keops, problem.dense
+    return (lambda *a: problem.keops(*a)[0]), (lambda *a: problem.dense(*a)[0])
+
+
+@pytest.mark.parametrize("axis", [1, 0])
+@pytest.mark.parametrize("name", VALUE_REDUCTIONS)
+def test_reduction_derivatives_match_dense_autodiff(name, axis, rng):
+    """JVP, VJP and a second-order derivative (forward over reverse) with respect to the
+    i-variable, the j-variable, the parameter and the weight at once."""
+    p = reduction_problem(name, axis, rng)
+    f, dense = _values_only(p)
+    args = p.args
+    _tree_close(p.keops(*args), p.dense(*args))
+    tangents = _random_like(rng, args)
+    _tree_close(jax.jvp(f, args, tangents), jax.jvp(dense, args, tangents))
+    ct = _random_like(rng, f(*args))
+    _tree_close(jax.vjp(f, *args)[1](ct), jax.vjp(dense, *args)[1](ct))
+    _tree_close(jax.jvp(_cotangent_vjp(f), args, tangents),
+                jax.jvp(_cotangent_vjp(dense), args, tangents))
+    if len(p.spec.outputs) > 1:  # Min_ArgMin, Max_ArgMax, KMin_ArgKMin: the index output
+        (_, idx), (t_values, t_idx) = jax.jvp(p.keops, args, tangents)
+        assert t_idx.dtype == jax.dtypes.float0 and t_idx.shape == idx.shape
+        assert_close(t_values, jax.jvp(dense, args, tangents)[1], DTYPE)
+        float0_ct = np.zeros(idx.shape, jax.dtypes.float0)
+        _tree_close(jax.vjp(p.keops, *args)[1]((ct, float0_ct)),
+                    jax.vjp(p.dense, *args)[1]((ct, float0_ct)))
+
+
+@pytest.mark.parametrize("axis", [1, 0])
+@pytest.mark.parametrize("name", sorted(INDEX_REDUCTIONS))
+def test_index_reductions_have_zero_derivatives(name, axis, rng):
+    """ArgMin/ArgMax/ArgKMin return integers: float0 tangents, zero gradients through a cast to
+    float, and jax.grad of an integer output fails as it does for the dense reference."""
+    p = reduction_problem(name, axis, rng)
+    args = p.args
+    idx = p.keops(*args)
+    assert jnp.issubdtype(idx.dtype, jnp.integer)
+    np.testing.assert_array_equal(np.asarray(idx), np.asarray(p.dense(*args)))
+    tangents = _random_like(rng, args)
+    for fn in (p.keops, p.dense):
+        primal, tangent = jax.jvp(fn, args, tangents)
+        assert tangent.dtype == jax.dtypes.float0 and tangent.shape == idx.shape
+        np.testing.assert_array_equal(np.asarray(primal), np.asarray(idx))
+    argnums = tuple(range(len(args)))
+    grads = jax.grad(lambda *a: jnp.sum(p.keops(*a).astype(DTYPE) ** 2), argnums=argnums)(*args)
+    for g, a in zip(grads, args):
+        assert g.shape == a.shape
+        np.testing.assert_array_equal(np.asarray(g), 0.0)
+    errors = []
+    for fn in (p.keops, p.dense):
+        with pytest.raises(TypeError) as info:
+            jax.grad(lambda *a, fn=fn: jnp.sum(fn(*a)))(*args)
+        errors.append(str(info.value).split("(")[0])
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("axis", [1, 0])
+@pytest.mark.parametrize("name", VALUE_REDUCTIONS)
+def test_reduction_check_grads(name, axis, rng):
+    """Finite differences, both modes: to second order over j (axis=1); to first order over i
+    (axis=0: the second-order kernels of that axis are checked against the dense reference
+    above, and each order of check_grads costs about a dozen new kernels)."""
+    p = reduction_problem(name, axis, rng)
+    f, _ = _values_only(p)
+    check_grads(f, p.args, order=2 if axis == 1 else 1, modes=("fwd", "rev"))
