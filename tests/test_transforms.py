@@ -34,7 +34,7 @@ def gauss(x, y, p, w, axis=1):
     xi, yj = Vi(x), Vj(y)
     f = (xi | yj) - Pm(p) * xi.sqdist(yj)
     weight = Vj(w) if axis == 1 else Vi(w)
-    return (f.exp() * weight).sum(axis=axis)
+    return (f.exp() * weight).sum(axis=-2 if axis == 1 else -3)  # symbolic axes: (..., i, j, d)
 
 
 def gauss_dense(x, y, p, w, axis=1):
@@ -173,12 +173,13 @@ def test_vmap_over_any_argument(mapped, axis, rng):
     g_ref = jax.vmap(jax.grad(half_sq(gauss_dense, axis), argnums=ALL), in_axes)
     close(g(*args), g_ref(*args))
     close(jax.jit(g)(*args), g_ref(*args))
-    tangents = randn_like(rng, tuple(args))
+    tangents = randn_like(rng, tuple(args))  # batched like the primals
 
     def jvp_of(fn):
-        return lambda *a: jax.jvp(fn, a, tangents)[1]
+        return lambda *a: jax.jvp(fn, a[:4], a[4:])[1]
 
-    close(jax.vmap(jvp_of(ours), in_axes)(*args), jax.vmap(jvp_of(ref), in_axes)(*args))
+    close(jax.vmap(jvp_of(ours), in_axes * 2)(*args, *tangents),
+          jax.vmap(jvp_of(ref), in_axes * 2)(*args, *tangents))
 
 
 def test_vmap_in_axes_not_leading(rng):

@@ -54,7 +54,10 @@ class LazyTensor:
         if isinstance(x, LazyTensor):
             self.formula, self._leaves = x.formula, x._leaves
             return
-        if isinstance(x, (int, float)):
+        if isinstance(x, (int, float, np.integer, np.floating)):
+            if axis is not None:
+                raise ValueError(f"a scalar ({x!r}) cannot be an i-, j- or parameter variable; "
+                                 "pass an array, or use the scalar directly in the formula")
             self.formula, self._leaves = Const(float(x)), ()
             return
         a = x if hasattr(x, "shape") and hasattr(x, "dtype") else jnp.asarray(x)
@@ -163,6 +166,11 @@ class LazyTensor:
     def __truediv__(self, o): return self._op("Divide", o)
     def __rtruediv__(self, o): return self._rop("Divide", o)
     def __neg__(self): return self._op("Minus")
+    def __rpow__(self, base): return self._wrap(base)._op("Powf", self)
+
+    def __bool__(self):
+        raise TypeError("a LazyTensor is symbolic: comparisons build formulas (1.0 where true), "
+                        "and have no truth value")
     def __abs__(self): return self._op("Abs")
     def __or__(self, o): return self._op("Scalprod", o)
     def __ror__(self, o): return self._rop("Scalprod", o)

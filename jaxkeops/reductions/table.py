@@ -81,7 +81,9 @@ def _extremum(name, is_max, value, arg):
         v = vals[0]
         out = []
         if value:
-            out.append(xp.max(v, axis=axis) if is_max else xp.min(v, axis=axis))
+            best = xp.max(v, axis=axis) if is_max else xp.min(v, axis=axis)
+            # A NaN wins, as in numpy (some fused XLA CPU reductions drop NaNs).
+            out.append(xp.where(xp.any(xp.isnan(v), axis=axis), xp.nan, best))
         if arg:
             out.append(xp.argmax(v, axis=axis) if is_max else xp.argmin(v, axis=axis))
         return tuple(out)

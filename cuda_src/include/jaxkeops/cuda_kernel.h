@@ -249,7 +249,9 @@ template <class F, class R> JK_FN void run_rows(const jk_cuda_params& P) {
       PartialLayout<F, R> layout(P);
       C* v = layout.v(b, P.n_chunks, chunk, row);
       int64_t* ix = layout.ix(b, P.n_chunks, chunk, row);
-      JK_GLOBAL_ACCESS(v, 1, true);
+      JK_GLOBAL_ACCESS(v + (R::PARTIAL_VALUES - 1) * P.n_out, sizeof(C), true);
+      if (R::PARTIAL_INDICES > 0)
+        JK_GLOBAL_ACCESS(ix + (R::PARTIAL_INDICES - 1) * P.n_out, sizeof(int64_t), true);
       R::save(st, v, ix, P.n_out);
     } else {
       RowWriter<F> w{ptr + F::N_ARGS, row};
@@ -269,9 +271,9 @@ template <class F, class R> JK_FN void combine_rows(const jk_cuda_params& P) {
     char* ptr[N_OPS];
     batch_pointers<N_OPS>(P, b, ptr);
     typename R::State st, next;
-    const C* v = layout.v(b, P.n_chunks, 0, row);
-    JK_GLOBAL_ACCESS(v, 1, false);
-    R::load(st, v, layout.ix(b, P.n_chunks, 0, row), P.n_out);
+    const C* last = layout.v(b, P.n_chunks, P.n_chunks - 1, row);
+    JK_GLOBAL_ACCESS(last + (R::PARTIAL_VALUES - 1) * P.n_out, sizeof(C), false);
+    R::load(st, layout.v(b, P.n_chunks, 0, row), layout.ix(b, P.n_chunks, 0, row), P.n_out);
     for (int64_t c = 1; c < P.n_chunks; ++c) {
       R::load(next, layout.v(b, P.n_chunks, c, row), layout.ix(b, P.n_chunks, c, row), P.n_out);
       R::combine(st, next);
