@@ -43,9 +43,9 @@ def float_dtype(arrays: Sequence, names: Sequence[str]) -> str:
                 f"argument {name!r} has dtype {dt}: jaxkeops formulas take float32 or float64 "
                 "arrays (cast integer data with .astype first)"
             )
-        if dt not in (jnp.float32, jnp.float64):
-            raise TypeError(f"argument {name!r} has dtype {dt}; the CPU backend takes float32 "
-                            "or float64")
+        if dt not in (jnp.float32, jnp.float64, jnp.float16, jnp.bfloat16):
+            raise TypeError(f"argument {name!r} has dtype {dt}; jaxkeops takes float16, "
+                            "bfloat16, float32 or float64")
         dtypes.append((name, dt))
     distinct = {dt for _, dt in dtypes}
     if len(distinct) > 1:

@@ -44,7 +44,7 @@ def _abstract_eval(*avals, spec: KernelSpec, n_out: int, n_red: int):
     batch = np.broadcast_shapes(*(tuple(a.shape[:-2]) for a in avals)) if avals else ()
     result = []
     for out in spec.outputs:
-        dtype = spec.index_dtype if out.kind == INDEX else spec.dtype
+        dtype = spec.index_dtype if out.kind == INDEX else spec.value_dtype
         result.append(jax.core.ShapedArray(tuple(batch) + (n_out, out.width), jnp.dtype(dtype)))
     return result
 
@@ -61,7 +61,22 @@ def _impl(*args, spec, n_out, n_red):
 
 reduction_p.def_impl(_impl)
 reduction_p.def_abstract_eval(_abstract_eval)
-mlir.register_lowering(reduction_p, lower_cpu, platform="cpu")
+def _lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
+    if spec.storage_dtype is None:
+        return lower_cpu(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red)
+    # CPU kernels compute half-precision data in float32: convert around a float32 kernel.
+    wide = dataclasses.replace(spec, storage_dtype=None)
+
+    def widened(*args):
+        outs = reduction_p.bind(*(a.astype(jnp.float32) for a in args), spec=wide,
+                                n_out=n_out, n_red=n_red)
+        return [o if out.kind == INDEX else o.astype(spec.storage_dtype)
+                for o, out in zip(outs, spec.outputs)]
+
+    return mlir.lower_fun(widened, multiple_results=True)(ctx, *operands)
+
+
+mlir.register_lowering(reduction_p, _lower_cpu, platform="cpu")
 mlir.register_lowering(reduction_p, lower_cuda, platform="cuda")
 
 

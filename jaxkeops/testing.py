@@ -39,13 +39,14 @@ def dense_reduce(spec: KernelSpec, arrays: Sequence, names: Sequence[str] | None
     n_j = max(layout.n_j, 1)
     full = layout.batch + (n_i, n_j)
     vals = []
+    compute = spec.dtype  # float32 for half-precision storage, as in the kernels
     for f in spec.formulas:
-        v = evaluate(f, env, layout.dtype)
+        v = evaluate(f, env, compute)
         vals.append(jnp.broadcast_to(v, full + (f.dim,)))
     axis = -2 if spec.axis == 1 else -3
     outs = spec.reduction_spec.reference(jnp, vals, axis, k=spec.k)
     result = []
     for out, value in zip(spec.outputs, outs):
-        dtype = index_dtype() if out.kind == INDEX else layout.dtype
+        dtype = index_dtype() if out.kind == INDEX else spec.value_dtype
         result.append(jnp.asarray(value).astype(dtype))
     return tuple(result)

@@ -76,3 +76,13 @@ def dense_reference(spec: KernelSpec):
     """`dense_reduce` for `spec`, jitted (one XLA program instead of one per jnp op)."""
     names = [repr(v) for v in spec.args]
     return jax.jit(lambda *arrays: dense_reduce(spec, list(arrays), names))
+
+
+def pytest_collection_modifyitems(config, items):
+    """`cpu_only` tests inspect the CPU backend itself; they skip under JAX_PLATFORMS=cuda."""
+    if jax.default_backend() == "cpu":
+        return
+    skip = pytest.mark.skip(reason="inspects the CPU backend (kernels, FFI target, compile cache)")
+    for item in items:
+        if "cpu_only" in item.keywords:
+            item.add_marker(skip)

@@ -404,6 +404,7 @@ def _lone_spec() -> KernelSpec:
                       index_dtype="int64")
 
 
+@pytest.mark.cpu_only
 def test_second_identical_call_compiles_nothing(temp_cache, rng):
     x, y = rng.normal(size=(7, 2)), rng.normal(size=(9, 2))
 
@@ -420,6 +421,7 @@ def test_second_identical_call_compiles_nothing(temp_cache, rng):
     assert len(list(temp_cache.glob("*.so"))) == 1
 
 
+@pytest.mark.cpu_only
 def test_disk_cache_hit_and_clear_cache(temp_cache):
     source = render_cpu(_lone_spec())
     key = kernel_key(source, find_toolchain())
@@ -451,6 +453,7 @@ _CONCURRENT_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.cpu_only
 @pytest.mark.slow
 def test_concurrent_processes_compile_the_same_kernel(tmp_path):
     env = dict(os.environ, JAXKEOPS_CACHE_DIR=str(tmp_path))
@@ -479,6 +482,7 @@ def test_compile_failure_reports_log_and_source(temp_cache):
     assert isinstance(err, jaxkeops.JaxKeOpsError)
 
 
+@pytest.mark.cpu_only
 def test_compile_failure_through_the_api_then_recovery(temp_cache, monkeypatch, rng):
     import jaxkeops._lowering as lowering
 
@@ -502,6 +506,7 @@ def fresh_toolchain():
     find_toolchain.cache_clear()
 
 
+@pytest.mark.cpu_only
 def test_missing_compiler(fresh_toolchain, temp_cache, monkeypatch, rng):
     monkeypatch.setenv("JAXKEOPS_CXX", "/nonexistent/c++")
     with pytest.raises(CompilerNotFoundError, match="/nonexistent/c\\+\\+") as info:

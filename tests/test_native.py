@@ -56,6 +56,8 @@ OOM_ID = 0x0BAD000000000001
 CODE7_ID = 0x0BAD000000000007
 UNKNOWN_ID = 0x1234567890ABCDEF
 
+pytestmark = pytest.mark.cpu_only
+
 
 def as_attr(kernel_id: int) -> np.int64:
     """The FFI attribute is an int64: reinterpret the unsigned hash."""

@@ -15,6 +15,7 @@ from ..reductions import REDUCTIONS, SUM_SCHEMES, Output, ReductionSpec
 
 ROLE_OUTER, ROLE_INNER, ROLE_PARAM = 0, 1, 2
 DTYPES = ("float32", "float64")
+HALF_DTYPES = ("float16", "bfloat16")  # stored in half precision, computed in float32
 INDEX_DTYPES = ("int32", "int64")
 
 
@@ -28,6 +29,7 @@ class KernelSpec:
     k: int | None = None
     sum_scheme: str = "block"
     args: tuple[Var, ...] = ()  # kernel argument order; defaults to the formulas' variables
+    storage_dtype: str | None = None  # float16/bfloat16 inputs and outputs, computed in dtype
 
     def __post_init__(self):
         if self.reduction not in REDUCTIONS:
@@ -38,6 +40,11 @@ class KernelSpec:
             )
         if self.dtype not in DTYPES:
             raise TypeError(f"formulas compute in float32 or float64, not {self.dtype}")
+        if self.storage_dtype is not None and (
+            self.storage_dtype not in HALF_DTYPES or self.dtype != "float32"
+        ):
+            raise TypeError(f"half-precision storage is float16 or bfloat16 computed in float32, "
+                            f"not {self.storage_dtype} computed in {self.dtype}")
         if self.index_dtype not in INDEX_DTYPES:
             raise TypeError(f"indices are int32 or int64, not {self.index_dtype}")
         if self.sum_scheme not in SUM_SCHEMES:
@@ -72,6 +79,11 @@ class KernelSpec:
         return ROLE_INNER if var.cat == reduced else ROLE_OUTER
 
     @property
+    def value_dtype(self) -> str:
+        """The dtype of the inputs and of the value outputs."""
+        return self.storage_dtype or self.dtype
+
+    @property
     def roles(self) -> tuple[int, ...]:
         return tuple(self.role(v) for v in self.args)
 
@@ -85,7 +97,7 @@ class KernelSpec:
         return "|".join([
             ";".join(repr(f) for f in self.formulas), self.reduction, str(self.axis),
             self.dtype, self.index_dtype, str(self.k), self.sum_scheme,
-            ";".join(repr(v) for v in self.args),
+            ";".join(repr(v) for v in self.args), str(self.storage_dtype),
         ])
 
     def digest(self) -> str:

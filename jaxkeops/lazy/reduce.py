@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._shapes import check_call, index_dtype, kernel_operands
-from ..codegen.spec import KernelSpec
+from ..codegen.spec import HALF_DTYPES, KernelSpec
 from ..formulas import Node, Var
 from ..primitive import bind_reduction
 
@@ -26,9 +26,12 @@ def run_reduction(
     j-variables and (*batch, dim) for parameters. Outputs are (*batch, rows, *shape).
     """
     layout = check_call(variables, arrays, names)
+    half = layout.dtype in HALF_DTYPES
     spec = KernelSpec(
-        formulas=tuple(formulas), reduction=reduction, axis=axis, dtype=layout.dtype,
-        index_dtype=index_dtype(), k=k, sum_scheme=sum_scheme, args=tuple(variables),
+        formulas=tuple(formulas), reduction=reduction, axis=axis,
+        dtype="float32" if half else layout.dtype, index_dtype=index_dtype(), k=k,
+        sum_scheme=sum_scheme, args=tuple(variables),
+        storage_dtype=layout.dtype if half else None,
     )
     n_out, n_red = (layout.n_i, layout.n_j) if axis == 1 else (layout.n_j, layout.n_i)
     for n, label in ((n_out, "output"), (n_red, "reduced")):
