@@ -39,6 +39,22 @@ def _scaled_exponent(arg: Node) -> Node | None:
     return None
 
 
+def _canonical_sum(arg: Node) -> Node | None:
+    """Sum((a - b)^2) -> SqDist(a, b), Sum(a^2) -> SqNorm2(a), Sum(a * b) -> Scalprod(a, b):
+    the fused ops fold over the dims without a temporary vector per term."""
+    if not isinstance(arg, Op) or arg.dim == 1:
+        return None
+    if arg.name == "Square":
+        inner = arg.args[0]
+        if isinstance(inner, Op) and inner.name == "Subtract" and \
+                inner.args[0].dim == inner.args[1].dim:
+            return make("SqDist", *inner.args)
+        return make("SqNorm2", inner)
+    if arg.name == "Mult" and arg.args[0].dim == arg.args[1].dim:
+        return make("Scalprod", *arg.args)
+    return None
+
+
 def _dot_form(a: Node, b: Node) -> Node:
     cross = make("Mult", make("Scalprod", a, b), Const(-2.0))
     return make("ReLU", make("Add", make("Add", make("SqNorm2", a), make("SqNorm2", b)), cross))
@@ -52,15 +68,24 @@ def for_codegen(spec: KernelSpec, formulas: tuple[Node, ...]) -> tuple[Node, ...
             new[node] = node
             continue
         args = tuple(new[a] for a in node.args)
-        if node.name == "SqDist" and args[0].dim == args[1].dim >= DOT_FORM_MIN_DIM:
-            sides = {deps[node.args[0]], deps[node.args[1]]}
-            if sides == {OUTER, INNER}:
+        name, sides = node.name, tuple(deps[a] for a in node.args)
+        if name == "Sum":
+            fused = _canonical_sum(args[0])
+            if fused is not None:
+                inner = node.args[0].args[0]  # Square's or Mult's operand(s)
+                originals = inner.args if fused.name == "SqDist" else node.args[0].args
+                name, args, sides = fused.name, fused.args, tuple(deps[a] for a in originals)
+        if name == "SqDist" and args[0].dim == args[1].dim >= DOT_FORM_MIN_DIM:
+            if set(sides) == {OUTER, INNER}:
                 new[node] = _dot_form(*args)
                 continue
-        if node.name == "Exp":
+        if name == "Exp":
             exponent = _scaled_exponent(args[0])
             if exponent is not None and exponent.dim == node.dim:
                 new[node] = make("Exp2", exponent)
                 continue
-        new[node] = node if args == node.args else make(node.name, *args, params=node.params)
+        if name != node.name or args != node.args:
+            new[node] = make(name, *args, params=node.params if name == node.name else ())
+        else:
+            new[node] = node
     return tuple(new[f] for f in formulas)
