@@ -1,11 +1,15 @@
-"""Derivatives of every op and every reduction, against finite differences and against JAX
-autodiff of the dense reference (`jaxkeops.testing.dense_reduce`).
+"""Derivatives of every op and every reduction, against finite differences (`check_grads`) and
+against JAX autodiff of the dense reference (`jaxkeops.testing.dense_reduce`).
 
-Every test runs in float64 at small sizes (M = 7, N = 9). Kernels compile on first use, so the
-number of distinct formulas is kept small: each op gets one formula, differentiated with respect
-to i-variables only (so that every transposed kernel is a single reduction over j); the
-reductions share one set of formulas over i-variables, j-variables, a parameter and a weight,
-differentiated with respect to all of them.
+Every test runs in float64 at small sizes (M = 7, N = 9). Kernels compile on first use and each
+derivative order creates new ones, so the number of distinct formulas is kept small:
+- each op gets one formula, differentiated with respect to i-variables only, so that every
+  transposed kernel is a single reduction over j (7 kernels per smooth op for check_grads to
+  second order in both modes);
+- the reductions share one set of formulas over an i-variable, a j-variable, a parameter and a
+  weight, differentiated with respect to all of them at once (about 21 kernels per Sum-shaped
+  reduction and axis to second order; Min/Max/KMin only need their Arg* kernel).
+The finite-difference tests are marked slow: they hold most of the kernels.
 """
 
 from __future__ import annotations
@@ -60,6 +64,23 @@ def _cotangent_vjp(f):
     return f_vjp
 
 
+def _derivatives(f, args, tangents, ct=None, second=False):
+    """f's value, JVP, VJP (given a cotangent) and forward-over-reverse derivative."""
+    out = {"value": f(*args), "jvp": jax.jvp(f, args, tangents)}
+    if ct is not None:
+        out["vjp"] = jax.vjp(f, *args)[1](ct)
+    if second:
+        out["jvp_of_vjp"] = jax.jvp(_cotangent_vjp(f), args, tangents)
+    return out
+
+
+def _compare_with_dense(f, dense, args, tangents, ct=None, second=False):
+    """The derivatives of f (eager) against those of the dense reference (one jitted program,
+    instead of one compilation per transformation)."""
+    expected = jax.jit(lambda a, t, c: _derivatives(dense, a, t, c, second))(args, tangents, ct)
+    _tree_close(_derivatives(f, args, tangents, ct, second), expected)
+
+
 class Problem:
     """One reduction, as a function of the arrays we differentiate (the others are fixed), and
     the same function through the dense reference."""
@@ -109,8 +130,8 @@ def op_problem(name: str, rng) -> Problem:
                    params=spec.example_params)
     domains = OPERAND_DOMAINS.get(name, [spec.domain] * spec.arity)
     arrays = []
-    for rows, variables in ((M, xs), (N, zs)):
-        for v, (lo, hi) in zip(variables, domains):
+    for rows, group in ((M, xs), (N, zs)):
+        for v, (lo, hi) in zip(group, domains):
             arrays.append(rng.uniform(lo / 2, hi / 2, size=(rows, v.dim)))
     return Problem([formula], "Sum", 1, xs + zs, arrays, wrt=range(len(xs)))
 
@@ -121,19 +142,19 @@ def test_op_derivatives_match_dense_autodiff(name, rng):
     (non-smooth ops included: the data stay away from their kinks with probability 1)."""
     p = op_problem(name, rng)
     args = p.args
-    _tree_close(p.keops(*args), p.dense(*args))
     tangents = _random_like(rng, args)
-    _tree_close(jax.jvp(p.keops, args, tangents), jax.jvp(p.dense, args, tangents))
-    if name in FORWARD_ONLY:
-        return
-    ct = _random_like(rng, p.keops(*args))
-    _tree_close(jax.vjp(p.keops, *args)[1](ct), jax.vjp(p.dense, *args)[1](ct))
+    ct = None if name in FORWARD_ONLY else _random_like(rng, p.dense(*args))
+    _compare_with_dense(p.keops, p.dense, args, tangents, ct)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in OPS if OPS[n].smooth))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OPS))
 def test_op_check_grads_second_order(name, rng):
     """Finite differences to second order, both modes (forward only for Kron and TensorDot),
     and the second-order derivatives against the dense reference."""
+    if not OPS[name].smooth:
+        pytest.skip("not smooth: no finite differences (its derivatives are checked against "
+                    "dense autodiff by test_op_derivatives_match_dense_autodiff)")
     p = op_problem(name, rng)
     args = p.args
     modes = ("fwd",) if name in FORWARD_ONLY else ("fwd", "rev")
@@ -143,15 +164,15 @@ def test_op_check_grads_second_order(name, rng):
         def jvp_of(f):
             return lambda *a: jax.jvp(f, a, tangents)[1]
 
-        _tree_close(jax.jvp(jvp_of(p.keops), args, tangents),
-                    jax.jvp(jvp_of(p.dense), args, tangents))
+        _compare_with_dense(jvp_of(p.keops), jvp_of(p.dense), args, tangents)
     else:
-        _tree_close(jax.jvp(_cotangent_vjp(p.keops), args, tangents),
-                    jax.jvp(_cotangent_vjp(p.dense), args, tangents))
+        _compare_with_dense(_cotangent_vjp(p.keops), _cotangent_vjp(p.dense), args, tangents)
 
 
 @pytest.mark.parametrize("name", sorted(PIECEWISE_CONSTANT))
 def test_piecewise_constant_ops_have_zero_derivatives(name, rng):
+    """Comparisons, Floor, Round, Sign, Step, OneHot, ArgMax, ArgMin: exactly zero tangents
+    and gradients (no kernel at all: their JVP rules return symbolic zeros)."""
     p = op_problem(name, rng)
     args = p.args
     tangents = _random_like(rng, args)
@@ -216,7 +237,7 @@ VALUE_REDUCTIONS = ["Sum", "LogSumExp", "LogSumExp_weighted", "SumSoftMaxWeight"
                     "Min_ArgMin", "Max_ArgMax", "KMin", "KMin_ArgKMin"]
 SELECTING = {"Min", "Max", "Min_ArgMin", "Max_ArgMax", "KMin", "KMin_ArgKMin", "ArgMin",
              "ArgMax", "ArgKMin"}
-INDEX_REDUCTIONS = {"ArgMin": "Min", "ArgMax": "Max", "ArgKMin": "KMin"}
+INDEX_REDUCTIONS = ("ArgKMin", "ArgMax", "ArgMin")
 
 
 def reduction_data(rng, axis: int) -> list[np.ndarray]:
@@ -272,24 +293,20 @@ def test_reduction_derivatives_match_dense_autodiff(name, axis, rng):
     p = reduction_problem(name, axis, rng)
     f, dense = _values_only(p)
     args = p.args
-    _tree_close(p.keops(*args), p.dense(*args))
     tangents = _random_like(rng, args)
-    _tree_close(jax.jvp(f, args, tangents), jax.jvp(dense, args, tangents))
-    ct = _random_like(rng, f(*args))
-    _tree_close(jax.vjp(f, *args)[1](ct), jax.vjp(dense, *args)[1](ct))
-    _tree_close(jax.jvp(_cotangent_vjp(f), args, tangents),
-                jax.jvp(_cotangent_vjp(dense), args, tangents))
+    ct = _random_like(rng, dense(*args))
+    _compare_with_dense(f, dense, args, tangents, ct, second=True)
     if len(p.spec.outputs) > 1:  # Min_ArgMin, Max_ArgMax, KMin_ArgKMin: the index output
-        (_, idx), (t_values, t_idx) = jax.jvp(p.keops, args, tangents)
+        (values, idx), (t_values, t_idx) = jax.jvp(p.keops, args, tangents)
+        np.testing.assert_array_equal(np.asarray(idx), np.asarray(p.dense(*args)[1]))
         assert t_idx.dtype == jax.dtypes.float0 and t_idx.shape == idx.shape
-        assert_close(t_values, jax.jvp(dense, args, tangents)[1], DTYPE)
+        assert_close(t_values, jax.jvp(f, args, tangents)[1], DTYPE)
         float0_ct = np.zeros(idx.shape, jax.dtypes.float0)
-        _tree_close(jax.vjp(p.keops, *args)[1]((ct, float0_ct)),
-                    jax.vjp(p.dense, *args)[1]((ct, float0_ct)))
+        _tree_close(jax.vjp(p.keops, *args)[1]((ct, float0_ct)), jax.vjp(f, *args)[1](ct))
 
 
 @pytest.mark.parametrize("axis", [1, 0])
-@pytest.mark.parametrize("name", sorted(INDEX_REDUCTIONS))
+@pytest.mark.parametrize("name", INDEX_REDUCTIONS)
 def test_index_reductions_have_zero_derivatives(name, axis, rng):
     """ArgMin/ArgMax/ArgKMin return integers: float0 tangents, zero gradients through a cast to
     float, and jax.grad of an integer output fails as it does for the dense reference."""
@@ -316,6 +333,7 @@ def test_index_reductions_have_zero_derivatives(name, axis, rng):
     assert errors[0] == errors[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis", [1, 0])
 @pytest.mark.parametrize("name", VALUE_REDUCTIONS)
 def test_reduction_check_grads(name, axis, rng):

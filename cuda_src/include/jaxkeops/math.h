@@ -279,6 +279,36 @@ JK_FN __m512 round_nearest(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND
 JK_FN __m512d round_nearest(__m512d v) { return _mm512_roundscale_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 #endif
 
+// e^r for |r| <= ln2 / 2, the reduced argument of exp.
+template <class V> JK_FN V exp_reduced(V r) {
+  V p;
+  if constexpr (sizeof(scalar_t<V>) == 4) {
+    // Chebyshev-node interpolant: relative error 2.5e-9.
+    p = cst<V>(0.0013941108427927);
+    p = p * r + cst<V>(0.008375126397942719);
+    p = p * r + cst<V>(0.04166635289695859);
+    p = p * r + cst<V>(0.16666415514654104);
+    p = p * r + cst<V>(0.5000000047117675);
+    p = p * r + cst<V>(1.0000000377162142);
+    return p * r + cst<V>(1.0);
+  } else {
+    p = cst<V>(1.0 / 6227020800.0);
+    p = p * r + cst<V>(1.0 / 479001600.0);
+    p = p * r + cst<V>(1.0 / 39916800.0);
+    p = p * r + cst<V>(1.0 / 3628800.0);
+    p = p * r + cst<V>(1.0 / 362880.0);
+    p = p * r + cst<V>(1.0 / 40320.0);
+    p = p * r + cst<V>(1.0 / 5040.0);
+    p = p * r + cst<V>(1.0 / 720.0);
+    p = p * r + cst<V>(1.0 / 120.0);
+    p = p * r + cst<V>(1.0 / 24.0);
+    p = p * r + cst<V>(1.0 / 6.0);
+    p = p * r + cst<V>(0.5);
+    p = p * r + cst<V>(1);
+    return p * r + cst<V>(1);
+  }
+}
+
 template <class V> JK_FN V exp2(V x);
 
 template <class V> JK_FN V exp(V x) {
@@ -302,34 +332,7 @@ template <class V> JK_FN V exp(V x) {
     }
     V r = xc - n * cst<V>(single ? 0.693145751953125 : 6.93147180369123816490e-01);
     r = r - n * cst<V>(single ? 1.428606820309417e-06 : 1.90821492927058770002e-10);
-    V p;
-    if constexpr (single) {
-      // Chebyshev-node interpolant of e^r on [-ln2/2, ln2/2]: relative error 2.5e-9.
-      p = cst<V>(0.0013941108427927);
-      p = p * r + cst<V>(0.008375126397942719);
-      p = p * r + cst<V>(0.04166635289695859);
-      p = p * r + cst<V>(0.16666415514654104);
-      p = p * r + cst<V>(0.5000000047117675);
-      p = p * r + cst<V>(1.0000000377162142);
-      p = p * r + cst<V>(1.0);
-      return exp_scaled(p, n);
-    } else {
-      p = cst<V>(1.0 / 6227020800.0);
-      p = p * r + cst<V>(1.0 / 479001600.0);
-      p = p * r + cst<V>(1.0 / 39916800.0);
-      p = p * r + cst<V>(1.0 / 3628800.0);
-      p = p * r + cst<V>(1.0 / 362880.0);
-      p = p * r + cst<V>(1.0 / 40320.0);
-      p = p * r + cst<V>(1.0 / 5040.0);
-      p = p * r + cst<V>(1.0 / 720.0);
-      p = p * r + cst<V>(1.0 / 120.0);
-      p = p * r + cst<V>(1.0 / 24.0);
-      p = p * r + cst<V>(1.0 / 6.0);
-      p = p * r + cst<V>(0.5);
-    }
-    p = p * r + cst<V>(1);
-    p = p * r + cst<V>(1);
-    return exp_scaled(p, n);
+    return exp_scaled(exp_reduced(r), n);
   }
 #endif
   const V hi = cst<V>(single ? 88.72283935546875 : 709.782712893384);
@@ -340,30 +343,7 @@ template <class V> JK_FN V exp(V x) {
   V n = (xc * cst<V>(1.4426950408889634) + shifter) - shifter;
   V r = xc - n * cst<V>(0.693145751953125);
   r = r - n * cst<V>(1.428606820309417e-06);
-  V p;
-  if constexpr (single) {
-    p = cst<V>(1.0 / 5040);
-    p = p * r + cst<V>(1.0 / 720);
-    p = p * r + cst<V>(1.0 / 120);
-    p = p * r + cst<V>(1.0 / 24);
-    p = p * r + cst<V>(1.0 / 6);
-    p = p * r + cst<V>(0.5);
-  } else {
-    p = cst<V>(1.0 / 6227020800.0);
-    p = p * r + cst<V>(1.0 / 479001600.0);
-    p = p * r + cst<V>(1.0 / 39916800.0);
-    p = p * r + cst<V>(1.0 / 3628800.0);
-    p = p * r + cst<V>(1.0 / 362880.0);
-    p = p * r + cst<V>(1.0 / 40320.0);
-    p = p * r + cst<V>(1.0 / 5040.0);
-    p = p * r + cst<V>(1.0 / 720.0);
-    p = p * r + cst<V>(1.0 / 120.0);
-    p = p * r + cst<V>(1.0 / 24.0);
-    p = p * r + cst<V>(1.0 / 6.0);
-    p = p * r + cst<V>(0.5);
-  }
-  p = p * r + cst<V>(1);
-  p = p * r + cst<V>(1);
+  V p = exp_reduced(r);
   V scaled;
   if constexpr (traits<V>::lanes == 1) {
     scaled = ldexp(p, (int)n);
