@@ -87,7 +87,7 @@ struct Formula {{
   }}
 
   template <class V>
-  JK_FN static void eval(const S* o, const V* n, const V* p, V* out) {{
+  JK_FN static void evaluate_pair(const S* o, const V* n, const V* p, V* out) {{
     {unused}
 {_indent(body)}
   }}

@@ -146,7 +146,7 @@ def render_cuda(spec: KernelSpec, in_dtype: str | None = None, out_dtype: str | 
         *_loader("load_inner", "n", "int64_t row, ", loads[ROLE_INNER]),
         *_loader("load_params", "p", "", loads[ROLE_PARAM]),
         "  template <class V>",
-        "  JK_FN static void eval(const V* o, const V* n, const V* p, V* out) {",
+        "  JK_FN static void evaluate_pair(const V* o, const V* n, const V* p, V* out) {",
         "    (void)o; (void)n; (void)p;",
         *("    " + line for line in body),
         "  }",

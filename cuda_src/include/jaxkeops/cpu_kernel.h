@@ -108,7 +108,7 @@ template <class F, class R> struct CpuSchedule {
       J j = iota + (g * L);
       for (int r = 0; r < NR; ++r) {
         V f[F::DIM];
-        F::eval(o[r], n, p, f);
+        F::evaluate_pair(o[r], n, p, f);
         R::template accumulate<false>(st[r], f, j, M{}, j0);
       }
     }
@@ -118,7 +118,7 @@ template <class F, class R> struct CpuSchedule {
       M valid = j < (J{} + nj);
       for (int r = 0; r < NR; ++r) {
         V f[F::DIM];
-        F::eval(o[r], n, p, f);
+        F::evaluate_pair(o[r], n, p, f);
         R::template accumulate<true>(st[r], f, j, valid, j0);
       }
     }

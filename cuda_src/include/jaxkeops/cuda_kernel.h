@@ -237,7 +237,7 @@ template <class F, class R> JK_FN void run_rows(const jk_cuda_params& P) {
           const C* n = tile + t * DI;
           JK_SMEM_ACCESS(n, DI * sizeof(C), false);
           C f[F::DIM];
-          F::eval(o, n, p, f);
+          F::evaluate_pair(o, n, p, f);
           R::accumulate(st, f, j0 + t);
         }
         R::end_tile(st);

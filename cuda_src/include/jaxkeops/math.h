@@ -240,39 +240,29 @@ template <class V> JK_FN V onehot(V x, int k) { return from_mask<V>(round_half_a
 // exp for full AVX-512 vectors: 2^n e^r with vscalefps/pd doing the 2^n, which saturates to
 // inf and 0 and handles subnormal results by itself. Clamping |x| first (in an order that keeps
 // a NaN) maps +-inf to results that saturate correctly.
+// Reinterprets the bits of a value as another type of the same size (GCC vectors <-> __m512).
+template <class To, class From> JK_FN To bit_cast(const From& from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+  To to;
+  memcpy(&to, &from, sizeof(To));
+  return to;
+}
 JK_FN vfloat exp_scaled(vfloat p, vfloat n) {
-  __m512 a, b;
-  memcpy(&a, &p, 64);
-  memcpy(&b, &n, 64);
-  __m512 c = _mm512_scalef_ps(a, b);
-  vfloat out;
-  memcpy(&out, &c, 64);
-  return out;
+  return bit_cast<vfloat>(_mm512_scalef_ps(bit_cast<__m512>(p), bit_cast<__m512>(n)));
 }
 JK_FN vdouble exp_scaled(vdouble p, vdouble n) {
-  __m512d a, b;
-  memcpy(&a, &p, 64);
-  memcpy(&b, &n, 64);
-  __m512d c = _mm512_scalef_pd(a, b);
-  vdouble out;
-  memcpy(&out, &c, 64);
-  return out;
+  return bit_cast<vdouble>(_mm512_scalef_pd(bit_cast<__m512d>(p), bit_cast<__m512d>(n)));
 }
 template <class V> JK_FN V clamp_keep_nan(V x, double lo, double hi) {
+  // max/min return their 2nd operand on NaN, so a NaN x comes through.
   if constexpr (sizeof(scalar_t<V>) == 4) {
-    __m512 v, l = _mm512_set1_ps((float)lo), h = _mm512_set1_ps((float)hi);
-    memcpy(&v, &x, 64);
-    v = _mm512_min_ps(h, _mm512_max_ps(l, v));  // max/min return their 2nd operand on NaN
-    V out;
-    memcpy(&out, &v, 64);
-    return out;
+    __m512 v = bit_cast<__m512>(x);
+    v = _mm512_min_ps(_mm512_set1_ps((float)hi), _mm512_max_ps(_mm512_set1_ps((float)lo), v));
+    return bit_cast<V>(v);
   } else {
-    __m512d v, l = _mm512_set1_pd(lo), h = _mm512_set1_pd(hi);
-    memcpy(&v, &x, 64);
-    v = _mm512_min_pd(h, _mm512_max_pd(l, v));
-    V out;
-    memcpy(&out, &v, 64);
-    return out;
+    __m512d v = bit_cast<__m512d>(x);
+    v = _mm512_min_pd(_mm512_set1_pd(hi), _mm512_max_pd(_mm512_set1_pd(lo), v));
+    return bit_cast<V>(v);
   }
 }
 JK_FN __m512 round_nearest(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -320,15 +310,9 @@ template <class V> JK_FN V exp(V x) {
     V t = xc * cst<V>(1.4426950408889634);
     V n;
     if constexpr (single) {
-      __m512 raw;
-      memcpy(&raw, &t, 64);
-      raw = round_nearest(raw);
-      memcpy(&n, &raw, 64);
+      n = bit_cast<V>(round_nearest(bit_cast<__m512>(t)));
     } else {
-      __m512d raw;
-      memcpy(&raw, &t, 64);
-      raw = round_nearest(raw);
-      memcpy(&n, &raw, 64);
+      n = bit_cast<V>(round_nearest(bit_cast<__m512d>(t)));
     }
     V r = xc - n * cst<V>(single ? 0.693145751953125 : 6.93147180369123816490e-01);
     r = r - n * cst<V>(single ? 1.428606820309417e-06 : 1.90821492927058770002e-10);
@@ -381,19 +365,15 @@ template <class V> JK_FN V exp2(V x) {
 #if JK_AVX512
   if constexpr (sizeof(V) == 64 && sizeof(S) == 4) {
     V n, f;
-    __m512 t;
-    memcpy(&t, &x, 64);
 #if defined(__AVX512DQ__)
     // vreduceps gives x - round(x) exactly, and 0 for +-inf, which vscalef then saturates to
     // inf or 0: no clamp needed.
-    __m512 nr = round_nearest(t), fr = _mm512_reduce_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    memcpy(&n, &nr, 64);
-    memcpy(&f, &fr, 64);
+    __m512 t = bit_cast<__m512>(x);
+    n = bit_cast<V>(round_nearest(t));
+    f = bit_cast<V>(_mm512_reduce_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 #else
     V xc = clamp_keep_nan(x, -300.0, 300.0);
-    memcpy(&t, &xc, 64);
-    __m512 nr = round_nearest(t);
-    memcpy(&n, &nr, 64);
+    n = bit_cast<V>(round_nearest(bit_cast<__m512>(xc)));
     f = xc - n;
 #endif
     V p = cst<V>(0.0013390863364698205);
