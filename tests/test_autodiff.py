@@ -28,8 +28,6 @@ from jaxkeops.lazy.reduce import run_reduction
 M, N = 7, 9
 DTYPE = "float64"
 
-# Forward mode only for now: their transposes (needed by reverse mode) are not written yet.
-FORWARD_ONLY = {"Kron", "TensorDot"}
 # Ops whose value is locally constant: every derivative is zero (away from the jumps).
 PIECEWISE_CONSTANT = {
     "Equal", "NotEqual", "LessThan", "GreaterThan", "LessOrEqual", "GreaterOrEqual",
@@ -143,30 +141,23 @@ def test_op_derivatives_match_dense_autodiff(name, rng):
     p = op_problem(name, rng)
     args = p.args
     tangents = _random_like(rng, args)
-    ct = None if name in FORWARD_ONLY else _random_like(rng, p.dense(*args))
+    ct = _random_like(rng, p.dense(*args))
     _compare_with_dense(p.keops, p.dense, args, tangents, ct)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_op_check_grads_second_order(name, rng):
-    """Finite differences to second order, both modes (forward only for Kron and TensorDot),
-    and the second-order derivatives against the dense reference."""
+    """Finite differences to second order, both modes, and the second-order derivatives
+    against the dense reference."""
     if not OPS[name].smooth:
         pytest.skip("not smooth: no finite differences (its derivatives are checked against "
                     "dense autodiff by test_op_derivatives_match_dense_autodiff)")
     p = op_problem(name, rng)
     args = p.args
-    modes = ("fwd",) if name in FORWARD_ONLY else ("fwd", "rev")
-    check_grads(p.keops, args, order=2, modes=modes)
+    check_grads(p.keops, args, order=2, modes=("fwd", "rev"))
     tangents = _random_like(rng, args)
-    if name in FORWARD_ONLY:
-        def jvp_of(f):
-            return lambda *a: jax.jvp(f, a, tangents)[1]
-
-        _compare_with_dense(jvp_of(p.keops), jvp_of(p.dense), args, tangents)
-    else:
-        _compare_with_dense(_cotangent_vjp(p.keops), _cotangent_vjp(p.dense), args, tangents)
+    _compare_with_dense(_cotangent_vjp(p.keops), _cotangent_vjp(p.dense), args, tangents)
 
 
 @pytest.mark.parametrize("name", sorted(PIECEWISE_CONSTANT))
@@ -187,22 +178,37 @@ def test_piecewise_constant_ops_have_zero_derivatives(name, rng):
 def test_non_smooth_ops_are_exactly_the_ones_not_checked_by_finite_differences():
     non_smooth = {n for n in OPS if not OPS[n].smooth}
     assert PIECEWISE_CONSTANT <= non_smooth
-    assert not FORWARD_ONLY & non_smooth
 
 
-@pytest.mark.parametrize("name", sorted(FORWARD_ONLY))
-def test_forward_only_ops_raise_in_reverse_mode(name, rng):
-    p = op_problem(name, rng)
+@pytest.mark.parametrize("params", [
+    ((2, 3), (3, 4), (1,), (0,)),          # matrix product
+    ((2, 3, 2), (2, 3), (0, 1), (0, 1)),   # contraction over two axes
+    ((3, 2), (2, 3), (0,), (1,)),          # contracted axes in crossed order
+    ((2, 3), (2,), (), ()),                # outer product: nothing contracted
+    ((2, 3), (3, 2), (0, 1), (1, 0)),      # full contraction, axes crossed
+])
+def test_reverse_mode_through_tensordot(params, rng):
+    """Regression: grad through TensorDot raised NotImplementedError (no transpose rule). Its
+    cotangents are TensorDots of the output cotangent, permuted back into the operand's axes."""
+    fa, fb = params[0], params[1]
+    da, db = int(np.prod(fa)), int(np.prod(fb))
+    x, y = Var(0, da, CAT_I), Var(1, db, CAT_J)
+    p = Problem([make("TensorDot", x, y, params=params)], "Sum", 1, [x, y],
+                [rng.standard_normal((M, da)), rng.standard_normal((N, db))], wrt=(0, 1))
     args = p.args
-    loss = lambda *a: jnp.sum(p.keops(*a))  # noqa: E731
-    with pytest.raises(NotImplementedError, match=name):
-        jax.grad(loss)(*args)
-    with pytest.raises(NotImplementedError, match=name):
-        jax.vjp(p.keops, *args)[1](p.keops(*args))
-    # Forward mode through the same function still works, also under jit.
-    tangents = _random_like(rng, args)
-    _tree_close(jax.jit(lambda *a: jax.jvp(p.keops, a, tangents))(*args),
-                jax.jvp(p.dense, args, tangents))
+    ct = _random_like(rng, p.dense(*args))
+    _compare_with_dense(p.keops, p.dense, args, _random_like(rng, args), ct)
+    check_grads(p.keops, args, order=2, modes=("rev",))
+
+
+def test_reverse_mode_through_kron_with_matrix_shapes(rng):
+    """Regression: grad through Kron raised NotImplementedError."""
+    x, y = Var(0, 6, CAT_I), Var(1, 4, CAT_J)
+    p = Problem([make("Kron", x, y, params=((2, 3, 1, 4),))], "Sum", 1, [x, y],
+                [rng.standard_normal((M, 6)), rng.standard_normal((N, 4))], wrt=(0, 1))
+    args = p.args
+    ct = _random_like(rng, p.dense(*args))
+    _compare_with_dense(p.keops, p.dense, args, _random_like(rng, args), ct, second=True)
 
 
 # ---------------------------------------------------------------------------------------------

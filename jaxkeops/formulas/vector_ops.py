@@ -12,7 +12,7 @@ from .elementwise import round_half_away as _round_half_away
 from .optable import Access, EmitContext, OpSpec, attach_rules, broadcast_dims, make, register
 
 
-def _fail(name: str, message: str, dims: tuple[int, ...]) -> ValueError:
+def dims_error(name: str, message: str, dims: tuple[int, ...]) -> ValueError:
     return ValueError(f"{name}: {message} (operand dims {', '.join(map(str, dims))})")
 
 
@@ -160,7 +160,7 @@ def _emit_scalprod(c: EmitContext) -> list[str]:
 
 def _scalprod_dims(dims, params):
     if dims[0] != dims[1]:
-        raise _fail("Scalprod", "operands must have the same dimension", dims)
+        raise dims_error("Scalprod", "operands must have the same dimension", dims)
     return 1
 
 
@@ -175,13 +175,13 @@ def _weight_kind(name, s_dim, x_dim, dims):
         return "diag"
     if s_dim == x_dim * x_dim:
         return "full"
-    raise _fail(name, f"weight dim must be 1, {x_dim} or {x_dim * x_dim}", dims)
+    raise dims_error(name, f"weight dim must be 1, {x_dim} or {x_dim * x_dim}", dims)
 
 
 def _weighted_dims(name):
     def out_dim(dims, params):
         if len(dims) == 3 and dims[1] != dims[2]:
-            raise _fail(name, "x and y must have the same dimension", dims)
+            raise dims_error(name, "x and y must have the same dimension", dims)
         _weight_kind(name, dims[0], dims[1], dims)
         return 1
 
@@ -235,7 +235,7 @@ vector_op("WeightedSqDist", 3, _weighted_dims("WeightedSqDist"), _emit_weighted,
 def _elem_dims(dims, params):
     (m,) = params
     if not 0 <= m < dims[0]:
-        raise _fail("Elem", f"index {m} is out of range for a vector of dim {dims[0]}", dims)
+        raise dims_error("Elem", f"index {m} is out of range for a vector of dim {dims[0]}", dims)
     return 1
 
 
@@ -247,7 +247,7 @@ vector_op("Elem", 1, _elem_dims, lambda c: [f"{c.out}[0] = {c.args[0].at(c.param
 def _extract_dims(dims, params):
     start, length = params
     if length < 1 or start < 0 or start + length > dims[0]:
-        raise _fail("Extract", f"slice [{start}:{start + length}] is out of range for a "
+        raise dims_error("Extract", f"slice [{start}:{start + length}] is out of range for a "
                     f"vector of dim {dims[0]}", dims)
     return length
 
@@ -277,7 +277,7 @@ vector_op("Concat", 2, lambda d, p: d[0] + d[1], _emit_concat, _concat_reference
 
 def _onehot_dims(dims, params):
     if dims[0] != 1:
-        raise _fail("OneHot", "the operand must be a scalar", dims)
+        raise dims_error("OneHot", "the operand must be a scalar", dims)
     if params[0] < 1:
         raise ValueError(f"OneHot: dimension must be >= 1, got {params[0]}")
     return params[0]
@@ -293,173 +293,6 @@ vector_op("OneHot", 1, _onehot_dims,
           _onehot_reference, param_kinds=("int",), method="one_hot", smooth=False,
           example_params=(4,), example_dims=(1,), domain=(-0.4, 4.4),
           doc="1 at the component round(x), 0 elsewhere")
-
-
-# Tensor algebra.
-def _matvec_dims(dims, params):
-    a, v = dims
-    if a % v:
-        raise _fail("MatVecMult", f"matrix dim {a} is not a multiple of vector dim {v}", dims)
-    return a // v
-
-
-def _emit_matvec(c: EmitContext) -> list[str]:
-    A, v = c.args
-    m = v.dim
-    return [f"for (int k = 0; k < {c.dim}; ++k) {{",
-            f"  V acc = {A.at(f'k * {m}')} * {v.at(0)};",
-            f"  for (int l = 1; l < {m}; ++l) acc = acc + {A.at(f'k * {m} + l')} * {v.at('l')};",
-            f"  {c.out}[k] = acc;", "}"]
-
-
-def _matvec_reference(xp, A, v):
-    m = v.shape[-1]
-    A = A.reshape(A.shape[:-1] + (A.shape[-1] // m, m))
-    return xp.einsum("...kl,...l->...k", A, v)
-
-
-vector_op("MatVecMult", 2, _matvec_dims, _emit_matvec, _matvec_reference,
-          method="matvecmult", example_dims=(6, 3))
-
-
-def _vecmat_dims(dims, params):
-    v, a = dims
-    if a % v:
-        raise _fail("VecMatMult", f"matrix dim {a} is not a multiple of vector dim {v}", dims)
-    return a // v
-
-
-def _emit_vecmat(c: EmitContext) -> list[str]:
-    v, A = c.args
-    n, m = v.dim, c.dim
-    return [f"for (int k = 0; k < {m}; ++k) {{",
-            f"  V acc = {v.at(0)} * {A.at('k')};",
-            f"  for (int l = 1; l < {n}; ++l) acc = acc + {v.at('l')} * {A.at(f'l * {m} + k')};",
-            f"  {c.out}[k] = acc;", "}"]
-
-
-def _vecmat_reference(xp, v, A):
-    n = v.shape[-1]
-    A = A.reshape(A.shape[:-1] + (n, A.shape[-1] // n))
-    return xp.einsum("...l,...lk->...k", v, A)
-
-
-vector_op("VecMatMult", 2, _vecmat_dims, _emit_vecmat, _vecmat_reference,
-          method="vecmatmult", example_dims=(3, 6))
-
-
-def _emit_tensorprod(c: EmitContext) -> list[str]:
-    a, b = c.args
-    return [f"for (int k = 0; k < {a.dim}; ++k)",
-            f"  for (int l = 0; l < {b.dim}; ++l) "
-            f"{c.out}[k * {b.dim} + l] = {a.at('k')} * {b.at('l')};"]
-
-
-def _tensorprod_reference(xp, a, b):
-    out = a[..., :, None] * b[..., None, :]
-    return out.reshape(out.shape[:-2] + (a.shape[-1] * b.shape[-1],))
-
-
-vector_op("TensorProd", 2, lambda d, p: d[0] * d[1], _emit_tensorprod, _tensorprod_reference,
-          method="tensorprod", example_dims=(2, 3))
-
-
-def _table_emit(c: EmitContext, table: list[list[tuple[int, int]]]) -> list[str]:
-    """out[k] = sum over (ia, ib) in table[k] of a[ia] * b[ib], unrolled at generation time."""
-    a, b = c.args
-    lines = []
-    for k, pairs in enumerate(table):
-        terms = " + ".join(f"{a.at(ia)} * {b.at(ib)}" for ia, ib in pairs)
-        lines.append(f"{c.out}[{k}] = {terms};")
-    return lines
-
-
-def _kron_shapes(dims, params):
-    if params and params[0]:
-        p, q, r, s = params[0]
-        return (p, q), (r, s)
-    return (dims[0], 1), (dims[1], 1)
-
-
-def _kron_dims(dims, params):
-    if params and params[0] and len(params[0]) != 4:
-        raise ValueError(f"Kron takes matrix shapes (p, q, r, s), got {params[0]}")
-    (p, q), (r, s) = _kron_shapes(dims, params)
-    if p * q != dims[0] or r * s != dims[1]:
-        raise _fail("Kron", f"shapes {p}x{q} and {r}x{s} do not match", dims)
-    return p * q * r * s
-
-
-def _kron_table(dims, params):
-    (p, q), (r, s) = _kron_shapes(dims, params)
-    table = [None] * (p * q * r * s)
-    for i in range(p):
-        for j in range(q):
-            for k in range(r):
-                for m in range(s):
-                    table[(i * r + k) * (q * s) + j * s + m] = [(i * q + j, k * s + m)]
-    return table
-
-
-def _kron_reference(xp, a, b, shapes=()):
-    (p, q), (r, s) = _kron_shapes((a.shape[-1], b.shape[-1]), (shapes,))
-    A = a.reshape(a.shape[:-1] + (p, 1, q, 1))
-    B = b.reshape(b.shape[:-1] + (1, r, 1, s))
-    out = A * B
-    return out.reshape(out.shape[:-4] + (p * q * r * s,))
-
-
-vector_op("Kron", 2, _kron_dims,
-          lambda c: _table_emit(c, _kron_table((c.args[0].dim, c.args[1].dim), c.params)),
-          _kron_reference, param_kinds=("ints",), method="kron", example_dims=(4, 4),
-          example_params=((2, 2, 2, 2),),
-          doc="Kronecker product of a (p x q) and a (r x s) matrix, row-major")
-
-
-def _tensordot_dims(dims, params):
-    fa, fb, ca, cb = params
-    if int(np.prod(fa)) != dims[0] or int(np.prod(fb)) != dims[1]:
-        raise _fail("TensorDot", f"shapes {fa} and {fb} do not match", dims)
-    if len(ca) != len(cb) or any(fa[i] != fb[j] for i, j in zip(ca, cb)):
-        raise _fail("TensorDot", f"contracted axes {ca} of {fa} and {cb} of {fb} differ", dims)
-    keep_a = [d for i, d in enumerate(fa) if i not in ca]
-    keep_b = [d for i, d in enumerate(fb) if i not in cb]
-    return int(np.prod(keep_a + keep_b, dtype=np.int64))
-
-
-def _tensordot_table(params):
-    fa, fb, ca, cb = params
-    ia = np.arange(int(np.prod(fa))).reshape(fa)
-    ib = np.arange(int(np.prod(fb))).reshape(fb)
-    keep_a = [i for i in range(len(fa)) if i not in ca]
-    keep_b = [i for i in range(len(fb)) if i not in cb]
-    ta = np.transpose(ia, keep_a + list(ca)).reshape(-1, int(np.prod([fa[i] for i in ca])))
-    tb = np.transpose(ib, list(cb) + keep_b).reshape(int(np.prod([fb[i] for i in cb])), -1)
-    return [list(zip(ta[r].tolist(), tb[:, s].tolist()))
-            for r in range(ta.shape[0]) for s in range(tb.shape[1])]
-
-
-def _tensordot_reference(xp, a, b, fa, fb, ca, cb):
-    A = a.reshape(a.shape[:-1] + tuple(fa))
-    B = b.reshape(b.shape[:-1] + tuple(fb))
-    nb = A.ndim - len(fa)
-    letters = "abcdefghijklmnopqrstuvw"
-    la = list(letters[: len(fa)])
-    lb = list(letters[len(fa): len(fa) + len(fb)])
-    for i, j in zip(ca, cb):
-        lb[j] = la[i]
-    out = [c for i, c in enumerate(la) if i not in ca] + [c for i, c in enumerate(lb)
-                                                          if i not in cb]
-    spec = f"...{''.join(la)},...{''.join(lb)}->...{''.join(out)}"
-    res = xp.einsum(spec, A, B)
-    return res.reshape(res.shape[:nb] + (-1,))
-
-
-vector_op("TensorDot", 2, _tensordot_dims,
-          lambda c: _table_emit(c, _tensordot_table(c.params)), _tensordot_reference,
-          param_kinds=("ints", "ints", "ints", "ints"), method="tensordot",
-          example_dims=(6, 6), example_params=((2, 3), (3, 2), (1,), (0,)),
-          doc="numpy-style tensordot of a (shape fa) and b (shape fb) over axes ca and cb")
 
 
 # Derivative rules.
@@ -545,34 +378,6 @@ def _t_concat(args, linear, ct, out, params):
             make("Extract", ct, params=(a.dim, b.dim)) if linear[1] else None)
 
 
-def _bilinear_jvp(name):
-    def jvp(args, ts, out, params):
-        a, b = args
-        left = make(name, ts[0], b, params=params) if ts[0] is not None else None
-        right = make(name, a, ts[1], params=params) if ts[1] is not None else None
-        return add(left, right)
-
-    return jvp
-
-
-def _t_matvec(args, linear, ct, out, params):
-    A, v = args
-    return (make("TensorProd", ct, v) if linear[0] else None,
-            make("VecMatMult", ct, A) if linear[1] else None)
-
-
-def _t_vecmat(args, linear, ct, out, params):
-    v, A = args
-    return (make("MatVecMult", A, ct) if linear[0] else None,
-            make("TensorProd", v, ct) if linear[1] else None)
-
-
-def _t_tensorprod(args, linear, ct, out, params):
-    a, b = args
-    return (make("MatVecMult", ct, b) if linear[0] else None,
-            make("VecMatMult", a, ct) if linear[1] else None)
-
-
 attach_rules("Sum", jvp=lambda args, ts, out, p: total(ts[0]), transpose=_t_sum)
 attach_rules("Max", jvp=_jvp_extremum)
 attach_rules("Min", jvp=_jvp_extremum)
@@ -591,10 +396,3 @@ attach_rules("Extract", jvp=lambda args, ts, out, p: make("Extract", ts[0], para
              transpose=_t_extract)
 attach_rules("Concat", jvp=_jvp_concat, transpose=_t_concat)
 attach_rules("OneHot", jvp=_zero_jvp)
-attach_rules("MatVecMult", jvp=_bilinear_jvp("MatVecMult"), transpose=_t_matvec)
-attach_rules("VecMatMult", jvp=_bilinear_jvp("VecMatMult"), transpose=_t_vecmat)
-attach_rules("TensorProd", jvp=_bilinear_jvp("TensorProd"), transpose=_t_tensorprod)
-# Kron and TensorDot differentiate in forward mode; their transposes (needed by reverse mode)
-# are not written yet, and reverse mode through them raises NotImplementedError.
-attach_rules("Kron", jvp=_bilinear_jvp("Kron"))
-attach_rules("TensorDot", jvp=_bilinear_jvp("TensorDot"))

@@ -235,6 +235,10 @@ class LazyTensor:
                        for p in (dimfa, dimfb, contfa, contfb))
         return self._op("TensorDot", other, params=params)
 
+    def permute(self, shape: Sequence[int], axes: Sequence[int]):
+        """self read as a row-major tensor of `shape`, axes permuted as numpy.transpose does."""
+        return self._op("Permute", params=(tuple(shape), tuple(axes)))
+
     def clamp(self, a, b) -> LazyTensor:
         if all(isinstance(v, (int, np.integer)) for v in (a, b)):
             return self._op("ClampInt", params=(int(a), int(b)))
