@@ -67,10 +67,11 @@ class Timing:
         return sum(self.cpus) / sum(self.walls)
 
 
-def alternate(calls: dict, max_runs: int, budget: float):
+def alternate(calls: dict, max_runs: int, budget: float, track_memory: bool = True):
     """Time every call in turn, round after round (the machine is shared: alternating spreads
-    its noise over all methods). The first round measures memory and keeps the outputs; later
-    rounds are limited per method so that runs x time stays within `budget` seconds."""
+    its noise over all methods). The first round measures memory (host memory, unless
+    `track_memory` is False) and keeps the outputs; later rounds are limited per method so
+    that runs x time stays within `budget` seconds."""
     timings = {name: Timing() for name in calls}
     outputs = {}
     for r in range(max_runs):
@@ -78,7 +79,7 @@ def alternate(calls: dict, max_runs: int, budget: float):
             t = timings[name]
             if r and r >= max(1, min(max_runs, int(budget / t.walls[0]))):
                 continue
-            sample, out = run_once(call, track_memory=r == 0)
+            sample, out = run_once(call, track_memory=track_memory and r == 0)
             t.walls.append(sample.wall)
             t.cpus.append(sample.cpu)
             if r == 0:

@@ -11,6 +11,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -30,7 +31,19 @@ WORKLOADS = {
     "knn": "argKmin, K = 10, on squared distances",
 }
 METHODS = ("jaxkeops", "ref kernel", "blocked JAX", "dense JAX", "pykeops")
+GPU_METHODS = ("jaxkeops", "blocked JAX", "dense JAX", "pykeops")
 MEM_LIMIT = 4e9  # bytes: dense JAX is skipped when M N D float32 exceed it, blocked JAX similarly
+
+
+@dataclass
+class Setup:
+    """Where the methods run and what they may use."""
+    device: object = None         # jax device of the inputs; None: JAX's default (the CPU)
+    mem_limit: float = MEM_LIMIT  # bytes of intermediates dense and blocked JAX may hold
+    ref_lib: ctypes.CDLL | None = None
+    has_ref: bool = False         # the reference kernel exists (built, or its source in a plan)
+    pykeops: str | None = "not installed"  # why pykeops cannot run; None when it can
+    pykeops_gpu: object = None    # gpu.PykeopsGPU: how pykeops runs on the GPU
 
 
 def make_data(workload: str, n: int, d: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -99,8 +112,8 @@ def _args(workload, data):
     return (data["x"], data["y"]) + tuple(data[k] for k in ("b", "g") if k in data)
 
 
-def _prepare_jax(fn, workload, data):
-    args = [jax.device_put(a) for a in _args(workload, data)]
+def _prepare_jax(fn, workload, data, device=None):
+    args = [jax.device_put(a, device) for a in _args(workload, data)]
     compiled = jax.jit(fn).lower(*args).compile()  # traces and compiles without running
     return lambda: jax.block_until_ready(compiled(*args))
 
@@ -114,27 +127,41 @@ def pykeops_version() -> str | None:
     return pykeops.__version__
 
 
-def _pykeops_fn(workload):
-    from pykeops.numpy import LazyTensor as LT
-
+def _pykeops_fn(workload, LT, **kw):
+    """The workload with pykeops LazyTensors LT (numpy or torch); kw go to the reduction."""
     def d2(x, y):
         return ((LT(x[:, None, :]) - LT(y[None, :, :])) ** 2).sum(-1)
 
+    def gauss(x, y):
+        return (-d2(x, y) / (2 * SIGMA**2)).exp()
+
     if workload == "gauss":
-        return lambda x, y, b: ((-d2(x, y) / (2 * SIGMA**2)).exp() * LT(b[None])).sum(axis=1)
-    if workload == "grad":  # pykeops.numpy has no autodiff: the gradient written out
-        return lambda x, y, b: (((LT(y[None]) - LT(x[:, None])) / SIGMA**2)
-                                * (-d2(x, y) / (2 * SIGMA**2)).exp() * LT(b[None])).sum(axis=1)
+        return lambda x, y, b: (gauss(x, y) * LT(b[None])).sum(axis=1, **kw)
+    if workload == "grad":  # written out (pykeops.numpy has no autodiff), on the GPU as well
+        return lambda x, y, b: ((LT(y[None]) - LT(x[:, None])) / SIGMA**2 * gauss(x, y)
+                                * LT(b[None])).sum(axis=1, **kw)
     if workload == "lse":
-        return lambda x, y, g: -EPS * ((LT(g[None]) - d2(x, y)) / EPS).logsumexp(axis=1)
-    return lambda x, y: d2(x, y).argKmin(K=K, axis=1)
+        return lambda x, y, g: -EPS * ((LT(g[None]) - d2(x, y)) / EPS).logsumexp(axis=1, **kw)
+    return lambda x, y: d2(x, y).argKmin(K=K, axis=1, **kw)
 
 
-def _prepare_pykeops(workload, data):
-    fn = _pykeops_fn(workload)
-    args = _args(workload, data)
-    fn(*(a[:8] for a in args))  # compiles (or loads) the formula on a tiny input
-    return lambda: fn(*args)
+def _prepare_pykeops(workload, data, gpu=None):
+    """On the CPU with pykeops.numpy, or as `gpu` (a gpu.PykeopsGPU) says."""
+    if gpu is None:
+        from pykeops.numpy import LazyTensor
+        fn, args = _pykeops_fn(workload, LazyTensor), _args(workload, data)
+        fn(*(a[:8] for a in args))  # compiles (or loads) the formula on a tiny input
+        return lambda: fn(*args)
+    fn = _pykeops_fn(workload, gpu.LazyTensor, **gpu.reduce_kw)
+    args = [gpu.to_device(a) for a in _args(workload, data)]
+    fn(*(a[:8] for a in args))
+    gpu.sync()
+
+    def call():
+        out = fn(*args)
+        gpu.sync()  # torch.cuda.synchronize(): pykeops.torch returns before the kernel ends
+        return out
+    return call
 
 
 # ---------------------------------------------------------------- reference kernel (optional)
@@ -185,32 +212,29 @@ def _prepare_ref(lib, workload, data):
 
 
 # ---------------------------------------------------------------- availability and preparation
-def skip_reason(method: str, workload: str, n: int, d: int, ref_lib, has_pykeops) -> str | None:
+def skip_reason(method: str, workload: str, n: int, d: int, setup: Setup) -> str | None:
     """Why `method` cannot run this point at all (memory, missing dependency), or None."""
-    if method == "dense JAX" and n * n * d * 4 > MEM_LIMIT:
+    if method == "dense JAX" and n * n * d * 4 > setup.mem_limit:
         return f"needs {n * n * d * 4 / 1e9:.0f} GB"
     # XLA fuses the blocked forward passes down to a (block, N) matrix; the gradient keeps the
-    # (block, N, D) differences for its backward pass (both measured).
+    # (block, N, D) differences for its backward pass (both measured on the CPU).
     block = min(n, _demo.BLOCK) * n * (d if workload == "grad" else 1) * 4
-    if method == "blocked JAX" and block > MEM_LIMIT:
+    if method == "blocked JAX" and block > setup.mem_limit:
         return f"needs {block / 1e9:.0f} GB per block"
-    if method == "pykeops" and not has_pykeops:
-        return "not installed"
-    if method == "ref kernel" and (ref_lib is None or d not in REF_DIMS[workload]):
-        return "n/a" if ref_lib is not None else "not available"
+    if method == "pykeops" and setup.pykeops:
+        return setup.pykeops
+    if method == "ref kernel" and (not setup.has_ref or d not in REF_DIMS[workload]):
+        return "n/a" if setup.has_ref else "not available"
     return None
 
 
-def prepare(method: str, workload: str, data, ref_lib):
-    if method == "jaxkeops":
-        return _prepare_jax(JAXKEOPS[workload], workload, data)
-    if method == "dense JAX":
-        return _prepare_jax(DENSE[workload], workload, data)
-    if method == "blocked JAX":
-        return _prepare_jax(BLOCKED[workload], workload, data)
+def prepare(method: str, workload: str, data, setup: Setup):
+    if method in ("jaxkeops", "dense JAX", "blocked JAX"):
+        fns = {"jaxkeops": JAXKEOPS, "dense JAX": DENSE, "blocked JAX": BLOCKED}[method]
+        return _prepare_jax(fns[workload], workload, data, setup.device)
     if method == "pykeops":
-        return _prepare_pykeops(workload, data)
-    return _prepare_ref(ref_lib, workload, data)
+        return _prepare_pykeops(workload, data, setup.pykeops_gpu)
+    return _prepare_ref(setup.ref_lib, workload, data)
 
 
 # ---------------------------------------------------------------- float64 references, errors
@@ -253,4 +277,7 @@ def error(workload: str, out: np.ndarray, ref: np.ndarray) -> float:
 
 
 def rows(out, k: int) -> np.ndarray:
-    return np.asarray(out[:k])
+    out = out[:k]
+    if type(out).__module__.startswith("torch"):
+        out = out.cpu()  # a CUDA tensor from pykeops.torch
+    return np.asarray(out)

@@ -115,12 +115,15 @@ def _summary(info, points) -> list[str]:
     return lines + [""]
 
 
-def _time_tables(points) -> list[str]:
+def _time_tables(points, info) -> list[str]:
+    limit = f"{info.get('mem_limit', 4e9) / 1e9:.3g} GB"
     lines = ["## Time against M = N", "",
              "Median wall time. `~X` = skipped, it would take about X (extrapolated "
              "quadratically); `needs X GB`: dense JAX is skipped when M N D float32 numbers "
-             "exceed 4 GB, blocked JAX when one block's (1000, N) matrix does (its gradient: "
-             "the (1000, N, D) differences); `n/a` = the reference kernel has no such D.", ""]
+             f"exceed {limit}, blocked JAX when one block's (1000, N) matrix does (its gradient: "
+             "the (1000, N, D) differences)" + ("." if info.get("gpu") else
+                                                "; `n/a` = the reference kernel has no such D."),
+             ""]
     for d in sorted({p.d for p in points}):
         sizes = sorted({p.n for p in points if p.d == d})
         lines += [f"### D = {d}", "", "| workload | method | " + " | ".join(
@@ -132,35 +135,40 @@ def _time_tables(points) -> list[str]:
                     p = _find(points, w, d, n, m)
                     cells.append("" if p is None else fmt_s(p.timing.median) if p.timing
                                  else f"~{fmt_s(p.est)}" if p.est else p.note)
-                if any(cells) and set(cells) != {"not installed"}:
+                if set(cells) - {"", "not installed", "not available"}:
                     lines.append(f"| {w} | {m} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
 
-def _details(points) -> list[str]:
-    lines = ["## Details", "",
-             "pairs/s = M N / time. Peak memory = the largest resident memory the call added "
-             "to the process (Linux VmHWM reset before the call, inputs already in memory; "
-             "memory the allocator kept from earlier calls is reused unseen, so small values "
-             "are lower bounds within a few tens of MB). "
+def _details(points, gpu: bool = False) -> list[str]:
+    host = "" if gpu else (
+        "Peak memory = the largest resident memory the call added "
+        "to the process (Linux VmHWM reset before the call, inputs already in memory; "
+        "memory the allocator kept from earlier calls is reused unseen, so small values "
+        "are lower bounds within a few tens of MB). ")
+    lines = ["## Details", "", "pairs/s = M N / time. " + host +
              "Error on the first 100 rows against float64 numpy: max |out - exact| / max "
              "|exact|; for argKmin the fraction of the exact float64 neighbours found.", ""]
+    cols = ["D", "M = N", "method", "median", "runs", "pairs/s"] + (
+        [] if gpu else ["CPU/wall", "peak memory"]) + ["error"]
     for w, title in WORKLOADS.items():
         mine = [p for p in points if p.workload == w]
         if not mine:
             continue
-        lines += [f"### {title}", "", "| D | M = N | method | median | runs | pairs/s "
-                  "| CPU/wall | peak memory | error |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"### {title}", "", "| " + " | ".join(cols) + " |",
+                  "|" + "---|" * len(cols)]
         for p in sorted(mine, key=lambda p: (p.d, p.n, METHODS.index(p.method))):
             if p.timing is None:
                 if p.note not in ("n/a", "not installed", "not available"):
-                    lines.append(f"| {p.d} | {p.n:,} | {p.method} | {p.note} | | | | | |")
+                    lines.append(f"| {p.d} | {p.n:,} | {p.method} | {p.note} |"
+                                 + " |" * (len(cols) - 4))
                 continue
             t = p.timing
-            lines.append(f"| {p.d} | {p.n:,} | {p.method} | {fmt_s(t.median)} | {len(t.walls)} "
-                         f"| {p.n * p.n / t.median:.2e} | {t.threads:.2f} | "
-                         f"{fmt_mb(t.peak_mb)} | {fmt_err(w, p.err)} |")
+            host = [] if gpu else [f"{t.threads:.2f}", fmt_mb(t.peak_mb)]
+            lines.append("| " + " | ".join([
+                str(p.d), f"{p.n:,}", p.method, fmt_s(t.median), str(len(t.walls)),
+                f"{p.n * p.n / t.median:.2e}", *host, fmt_err(w, p.err)]) + " |")
         lines.append("")
     return lines
 
@@ -171,7 +179,8 @@ def _extras(extras) -> list[str]:
     if fc:
         lines += ["## First call of a new formula", "",
                   "Each in a new process, jitted, M = N = 1,000, D = 3. Empty cache: tracing, "
-                  "XLA compilation, kernel generation and C++ compilation. Kernel on disk: a "
+                  "XLA compilation, kernel generation and compilation (C++, or CUDA by NVRTC on "
+                  "the GPU). Kernel on disk: a "
                   "second new process with the same JAXKEOPS_CACHE_DIR, which loads the "
                   f"compiled kernels ({fc['kernels']} for these formulas) instead. The first "
                   "row also pays the process's one-time set-up.", "",
@@ -224,11 +233,14 @@ METHOD_NOTES = [
 
 
 def markdown(info, points, extras, png: Path | None) -> str:
-    lines = _header(info) + _summary(info, points)
-    if png:
-        lines += [f"![time against M = N]({png.name})", ""]
-    lines += _time_tables(points) + _details(points) + _extras(extras) + METHOD_NOTES
-    return "\n".join(lines)
+    if info.get("gpu"):
+        import gpu
+        head, summary, notes = gpu.header(info), gpu.summary(info, points), gpu.METHOD_NOTES
+    else:
+        head, summary, notes = _header(info), _summary(info, points), METHOD_NOTES
+    lines = head + summary + ([f"![time against M = N]({png.name})", ""] if png else [])
+    lines += _time_tables(points, info) + _details(points, bool(info.get("gpu")))
+    return "\n".join(lines + _extras(extras) + notes)
 
 
 def plot(points, path: Path) -> Path | None:
