@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..formulas import Var
+from ..formulas import Const, Var, make
 from .hoist import hoist
 from .printer import print_body
-from .rewrite import for_codegen
+from .rewrite import LOG2E, for_codegen
 from .spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
 
 SCALAR_TYPES = {"float32": "float", "float64": "double"}
@@ -21,6 +21,18 @@ def row_block(spec: KernelSpec) -> int:
     return 4
 
 
+# The CPU log-sum-exp reductions take their exponent in base 2 (f log2 e): the constant joins
+# the formula's own constants (scaling.py), and the kernel calls 2^x instead of e^x.
+BASE2_REDUCTIONS = ("LogSumExp", "SumSoftMaxWeight")
+
+
+def _kernel_formulas(spec: KernelSpec) -> tuple:
+    formulas = spec.formulas
+    if spec.reduction in BASE2_REDUCTIONS:
+        formulas = (make("Mult", formulas[0], Const(LOG2E)),) + formulas[1:]
+    return formulas
+
+
 def _indent(lines: list[str], depth: int = 4) -> str:
     return "\n".join(" " * depth + line for line in lines)
 
@@ -34,7 +46,7 @@ def render_cpu(spec: KernelSpec) -> str:
         arg_rows.append(f"    {{{role}, {var.dim}, {dims[role]}}},  // {var!r}")
         dims[role] += var.dim
     raw_outer, raw_inner = dims[ROLE_OUTER], dims[ROLE_INNER]
-    h = hoist(spec, for_codegen(spec, spec.formulas))
+    h = hoist(spec, for_codegen(spec, _kernel_formulas(spec)))
     pre_outer = print_body(h.outer, layout) if h.outer else []
     pre_inner = print_body(h.inner, layout) if h.inner else []
     for var in h.outer_vars:

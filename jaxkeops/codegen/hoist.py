@@ -45,11 +45,13 @@ def dependencies(spec: KernelSpec, formulas: tuple[Node, ...]) -> dict[Node, int
 
 
 def _worth_hoisting(node: Node) -> bool:
-    """Hoisting pays when it shrinks the data (a norm of a vector) or saves real work."""
+    """Hoisting pays whenever it takes work out of the pair loop, unless the result is larger
+    than the variables it reads and is only arithmetic (a product of vectors, say), which would
+    trade a few operations for more data to stream."""
     if not isinstance(node, Op):
         return False
     var_dims = sum(n.dim for n in walk(node) if isinstance(n, Var))
-    if node.dim < var_dims:
+    if node.dim <= var_dims:
         return True
     return any(isinstance(n, Op) and n.name not in _ARITHMETIC for n in walk(node))
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 
-from ..formulas import Const, Node, Op, make, walk
+from ..formulas import Const, Node, Op, Var, make, walk
 from .hoist import INNER, OUTER, dependencies
-from .spec import KernelSpec
+from .scaling import rearrange_products, use_counts
+from .spec import ROLE_INNER, ROLE_OUTER, KernelSpec
 
 LOG2E = 1.0 / math.log(2.0)
 DOT_FORM_MIN_DIM = 32
@@ -39,14 +40,15 @@ def _scaled_exponent(arg: Node) -> Node | None:
     return None
 
 
-def _canonical_sum(arg: Node) -> Node | None:
+def _canonical_sum(arg: Node, uses) -> Node | None:
     """Sum((a - b)^2) -> SqDist(a, b), Sum(a^2) -> SqNorm2(a), Sum(a * b) -> Scalprod(a, b):
-    the fused ops fold over the dims without a temporary vector per term."""
+    the fused ops fold over the dims without a temporary vector per term. When a - b is used
+    elsewhere too (as in a gradient), SqNorm2(a - b) shares the differences instead."""
     if not isinstance(arg, Op) or arg.dim == 1:
         return None
     if arg.name == "Square":
         inner = arg.args[0]
-        if isinstance(inner, Op) and inner.name == "Subtract" and \
+        if isinstance(inner, Op) and inner.name == "Subtract" and uses[inner] == 1 and \
                 inner.args[0].dim == inner.args[1].dim:
             return make("SqDist", *inner.args)
         return make("SqNorm2", inner)
@@ -62,6 +64,7 @@ def _dot_form(a: Node, b: Node) -> Node:
 
 def for_codegen(spec: KernelSpec, formulas: tuple[Node, ...]) -> tuple[Node, ...]:
     deps = dependencies(spec, formulas)
+    uses = use_counts(formulas)
     new: dict[Node, Node] = {}
     for node in walk(*formulas):
         if not isinstance(node, Op):
@@ -70,7 +73,7 @@ def for_codegen(spec: KernelSpec, formulas: tuple[Node, ...]) -> tuple[Node, ...
         args = tuple(new[a] for a in node.args)
         name, sides = node.name, tuple(deps[a] for a in node.args)
         if name == "Sum":
-            fused = _canonical_sum(args[0])
+            fused = _canonical_sum(args[0], uses)
             if fused is not None:
                 inner = node.args[0].args[0]  # Square's or Mult's operand(s)
                 originals = inner.args if fused.name == "SqDist" else node.args[0].args
@@ -88,4 +91,25 @@ def for_codegen(spec: KernelSpec, formulas: tuple[Node, ...]) -> tuple[Node, ...
             new[node] = make(name, *args, params=node.params if name == node.name else ())
         else:
             new[node] = node
-    return tuple(new[f] for f in formulas)
+    return rearrange_products(tuple(new[f] for f in formulas), _side_function(spec, deps))
+
+
+def _side_function(spec: KernelSpec, deps: dict[Node, int]):
+    """OUTER, INNER, both or 0 for any node, including those the rewrites create."""
+    memo = dict(deps)
+
+    def side(node: Node) -> int:
+        if node not in memo:
+            if isinstance(node, Var):
+                role = spec.role(node)
+                memo[node] = OUTER if role == ROLE_OUTER else INNER if role == ROLE_INNER else 0
+            elif isinstance(node, Op):
+                d = 0
+                for a in node.args:
+                    d |= side(a)
+                memo[node] = d
+            else:
+                memo[node] = 0
+        return memo[node]
+
+    return side

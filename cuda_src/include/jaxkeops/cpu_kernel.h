@@ -96,30 +96,22 @@ template <class F, class R> struct CpuSchedule {
     // the pointer they might alias the tile buffer.
     State st[NR];
     for (int r = 0; r < NR; ++r) st[r] = states[r];
-    J iota;
-    if constexpr (L == 1) {
-      iota = 0;
-    } else {
-      for (int l = 0; l < L; ++l) iota[l] = l;
-    }
     const int full = nj / L;
     for (int g = 0; g < full; ++g) {
       const V* n = (const V*)(buf + (size_t)g * DI * L);
-      J j = iota + (g * L);
       for (int r = 0; r < NR; ++r) {
         V f[F::DIM];
         F::evaluate_pair(o[r], n, p, f);
-        R::template accumulate<false>(st[r], f, j, M{}, j0);
+        R::template accumulate<false>(st[r], f, g * L, M{}, j0);
       }
     }
     if (full * L < nj) {
       const V* n = (const V*)(buf + (size_t)full * DI * L);
-      J j = iota + (full * L);
-      M valid = j < (J{} + nj);
+      M valid = lane_indices<J>(full * L) < (J{} + nj);
       for (int r = 0; r < NR; ++r) {
         V f[F::DIM];
         F::evaluate_pair(o[r], n, p, f);
-        R::template accumulate<true>(st[r], f, j, valid, j0);
+        R::template accumulate<true>(st[r], f, full * L, valid, j0);
       }
     }
     for (int r = 0; r < NR; ++r) states[r] = st[r];

@@ -4,9 +4,10 @@
 //                              across tiles, and a SIMD part (one value per lane) for one tile
 //   start_row(State&)          the neutral element
 //   start_tile(State&)         resets the SIMD part
-//   accumulate<MASKED>(State&, const V* f, J j, M valid, int64_t j0)
-//                              folds in f, the formula at L consecutive reduced rows whose
-//                              tile-local indices are j (MASKED: only lanes where valid is set)
+//   accumulate<MASKED>(State&, const V* f, int base, M valid, int64_t j0)
+//                              folds in f, the formula at the L consecutive reduced rows whose
+//                              tile-local indices start at base (MASKED: only the lanes where
+//                              valid is set)
 //   end_tile(State&, int64_t j0)   merges the lanes into the scalar part (j0: the tile's start)
 //   finish(const State&, void* const* outs, int64_t row)   writes the outputs of one row
 //
@@ -20,6 +21,17 @@
 namespace jk {
 
 template <class V> using index_t = typename traits<V>::index;
+
+// The tile-local indices base, base + 1, ... of the lanes.
+template <class J> JK_FN J lane_indices(int base) {
+  if constexpr (sizeof(J) <= 8) {
+    return (J)base;
+  } else {
+    J j;
+    for (int l = 0; l < (int)(sizeof(J) / sizeof(j[0])); ++l) j[l] = base + l;
+    return j;
+  }
+}
 
 template <class V> JK_FN scalar_t<V> lane(const V& v, int l) {
   if constexpr (traits<V>::lanes == 1) return v; else return v[l];
@@ -42,8 +54,8 @@ template <class V, int DIM, bool KAHAN> struct SumReduction {
   JK_FN static void start_tile(State& s) {
     for (int k = 0; k < DIM; ++k) s.lanes[k] = cst<V>(0), s.comp[k] = cst<V>(0);
   }
-  template <bool MASKED, class J, class M>
-  JK_FN static void accumulate(State& s, const V* f, J, M valid, int64_t) {
+  template <bool MASKED, class M>
+  JK_FN static void accumulate(State& s, const V* f, int, M valid, int64_t) {
     for (int k = 0; k < DIM; ++k) {
       V x = f[k];
       if constexpr (MASKED) x = select(valid, x, cst<V>(0));
@@ -94,7 +106,8 @@ template <class V, int DIM, bool MAX, bool VALUE, bool ARG, class I> struct Extr
     }
   }
   template <bool MASKED, class M>
-  JK_FN static void accumulate(State& s, const V* f, J j, M valid, int64_t) {
+  JK_FN static void accumulate(State& s, const V* f, int base, M valid, int64_t) {
+    J j = lane_indices<J>(base);
     for (int k = 0; k < DIM; ++k) {
       V x = f[k];
       auto take = MAX ? (x > s.best[k]) : (x < s.best[k]);
@@ -141,10 +154,13 @@ template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinRed
   struct State {
     S val[DIM][K];
     int64_t arg[DIM][K];
+    V worst[DIM];  // val[k][K - 1] in every lane: the bar a candidate must pass
   };
   JK_FN static void start_row(State& s) {
-    for (int k = 0; k < DIM; ++k)
+    for (int k = 0; k < DIM; ++k) {
       for (int q = 0; q < K; ++q) s.val[k][q] = INFINITY, s.arg[k][q] = -1;
+      s.worst[k] = cst<V>(INFINITY);
+    }
   }
   JK_FN static void start_tile(State&) {}
   JK_FN static void insert(State& s, int k, S x, int64_t a) {
@@ -158,17 +174,20 @@ template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinRed
     s.arg[k][q] = a;
   }
   template <bool MASKED, class M>
-  JK_FN static void accumulate(State& s, const V* f, J j, M valid, int64_t j0) {
+  JK_FN static void accumulate(State& s, const V* f, int base, M valid, int64_t j0) {
     for (int k = 0; k < DIM; ++k) {
-      auto pass = f[k] < cst<V>(s.val[k][K - 1]);
-      if constexpr (MASKED) pass = pass & valid;
-      if (!any(pass)) continue;
+      if constexpr (MASKED) {
+        if (!any((f[k] < s.worst[k]) & valid)) continue;
+      } else {
+        if (!any_lt(f[k], s.worst[k])) continue;
+      }
       for (int l = 0; l < traits<V>::lanes; ++l) {
         S x = lane(f[k], l);
         bool ok = x < s.val[k][K - 1];
         if constexpr (MASKED) ok = ok && lane_index(valid, l) != 0;
-        if (ok) insert(s, k, x, j0 + lane_index(j, l));
+        if (ok) insert(s, k, x, j0 + base + l);
       }
+      s.worst[k] = cst<V>(s.val[k][K - 1]);
     }
   }
   JK_FN static void end_tile(State&, int64_t) {}
@@ -190,7 +209,8 @@ template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinRed
 // Streaming log-sum-exp of a scalar formula f, with a running maximum m per SIMD lane:
 //   LSE (SOFTMAX false):  out[k] = m + log(sum exp(f - m) * w[k])   (w = 1 when unweighted)
 //   SumSoftMaxWeight:     out[k] = sum exp(f - m) * w[k] / sum exp(f - m)
-// f is formula component 0 and w the next WDIM components. Each lane keeps its maximum across
+// Formula component 0 is f in base 2, f log2(e) (the code generator folds the constant into the
+// formula), so that every term is one 2^x; w is the next WDIM components. Each lane keeps its maximum across
 // tiles, so that after the first few vectors almost no vector raises it and the common case
 // costs one exp per term; sums are blocked per tile (s), then added to per-lane totals (t).
 // All -inf terms give -inf (LSE) or NaN (softmax, 0/0), never a NaN from (-inf) - (-inf).
@@ -211,19 +231,18 @@ template <class V, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduct
     if constexpr (WEIGHTED)
       for (int q = 0; q < WDIM; ++q) s.s[FIRST_WEIGHT + q] = s.s[FIRST_WEIGHT + q] + e * f[1 + q];
   }
-  template <bool MASKED, class J, class M>
-  JK_FN static void accumulate(State& s, const V* f, J, M valid, int64_t) {
+  template <bool MASKED, class M>
+  JK_FN static void accumulate(State& s, const V* f, int, M valid, int64_t) {
     V x = f[0];
     if constexpr (MASKED) x = select(valid, x, cst<V>(-INFINITY));
-    auto grows = !(x < s.m);
-    if (!any(grows)) {
-      add_terms(s, exp_shifted(x - s.m), f);
+    if (all_lt(x, s.m)) {
+      add_terms(s, exp2(x - s.m), f);
       return;
     }
     V m_new = max_nan(s.m, x);
     auto empty = m_new == cst<V>(-INFINITY);
-    V scale = select(empty, cst<V>(1), exp_shifted(s.m - m_new));
-    V e = select(empty, cst<V>(0), exp_shifted(x - m_new));
+    V scale = select(empty, cst<V>(1), exp2(s.m - m_new));
+    V e = select(empty, cst<V>(0), exp2(x - m_new));
     for (int k = 0; k < ACC; ++k) s.s[k] = s.s[k] * scale, s.t[k] = s.t[k] * scale;
     s.m = m_new;
     add_terms(s, e, f);
@@ -243,7 +262,7 @@ template <class V, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduct
       for (int l = 0; l < traits<V>::lanes; ++l) {
         S ml = lane(s.m, l);
         if (ml == -INFINITY) continue;
-        S scale = (S)::exp((double)(ml - m));
+        S scale = (S)::exp2((double)(ml - m));
         for (int k = 0; k < ACC; ++k) acc[k] += lane(s.t[k], l) * scale;
       }
     }
@@ -253,7 +272,8 @@ template <class V, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduct
       for (int q = 0; q < WDIM; ++q) out[q] = acc[1 + q] / acc[0];
     } else {
       out += row * ACC;
-      for (int k = 0; k < ACC; ++k) out[k] = m + (S)::log((double)acc[k]);
+      for (int k = 0; k < ACC; ++k)
+        out[k] = (S)(((double)m + ::log2((double)acc[k])) * 0.6931471805599453);
     }
   }
 };

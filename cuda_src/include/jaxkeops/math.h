@@ -83,9 +83,28 @@ template <class S> using simd_t = typename simd_of<S>::type;
 template <class V> using scalar_t = typename traits<V>::scalar;
 template <class V> using mask_t = typename traits<V>::mask;
 
+// c in every lane. With AVX-512 a plain broadcast: `V{} + c` costs an addition when c is only
+// known at run time (0 + c is not c for c = -0, so the compiler must keep it).
 template <class V> JK_FN V cst(double c) {
-  V z = {};
-  return z + (scalar_t<V>)c;
+  if constexpr (traits<V>::lanes == 1) {
+    return (V)c;
+  } else {
+#if JK_AVX512
+    if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 4) {
+      __m512 v = _mm512_set1_ps((float)c);
+      V r;
+      memcpy(&r, &v, 64);
+      return r;
+    } else if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 8) {
+      __m512d v = _mm512_set1_pd(c);
+      V r;
+      memcpy(&r, &v, 64);
+      return r;
+    }
+#endif
+    V z = {};
+    return z + (scalar_t<V>)c;
+  }
 }
 
 template <class M, class V> JK_FN V select(M m, V a, V b) { return m ? a : b; }
@@ -112,6 +131,14 @@ template <class V, class F> JK_FN V map2(V x, V y, F f) {
   }
 }
 
+// Reinterprets the bits of a value as another type of the same size (GCC vectors <-> __m512).
+template <class To, class From> JK_FN To bit_cast(const From& from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+  To to;
+  memcpy(&to, &from, sizeof(To));
+  return to;
+}
+
 template <class M> JK_FN bool any(M m) {
   if constexpr (sizeof(M) <= 8) {
     return (bool)m;
@@ -126,6 +153,28 @@ template <class M> JK_FN bool any(M m) {
     for (int l = 0; l < (int)(sizeof(M) / sizeof(m[0])); ++l) r |= (m[l] != 0);
     return r;
   }
+}
+
+// Whether a < b in some lane, and in every lane (false where either is NaN). With AVX-512 the
+// comparison goes straight to a mask register: a GCC vector comparison would materialise a
+// vector of -1/0 and test it again.
+template <class V> JK_FN bool any_lt(V a, V b) {
+#if JK_AVX512
+  if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 4)
+    return _mm512_cmp_ps_mask(bit_cast<__m512>(a), bit_cast<__m512>(b), _CMP_LT_OQ) != 0;
+  if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 8)
+    return _mm512_cmp_pd_mask(bit_cast<__m512d>(a), bit_cast<__m512d>(b), _CMP_LT_OQ) != 0;
+#endif
+  return any(a < b);
+}
+template <class V> JK_FN bool all_lt(V a, V b) {
+#if JK_AVX512
+  if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 4)
+    return _mm512_cmp_ps_mask(bit_cast<__m512>(a), bit_cast<__m512>(b), _CMP_LT_OQ) == 0xFFFF;
+  if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 8)
+    return _mm512_cmp_pd_mask(bit_cast<__m512d>(a), bit_cast<__m512d>(b), _CMP_LT_OQ) == 0xFF;
+#endif
+  return !any(!(a < b));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,13 +289,6 @@ template <class V> JK_FN V onehot(V x, int k) { return from_mask<V>(round_half_a
 // exp for full AVX-512 vectors: 2^n e^r with vscalefps/pd doing the 2^n, which saturates to
 // inf and 0 and handles subnormal results by itself. Clamping |x| first (in an order that keeps
 // a NaN) maps +-inf to results that saturate correctly.
-// Reinterprets the bits of a value as another type of the same size (GCC vectors <-> __m512).
-template <class To, class From> JK_FN To bit_cast(const From& from) {
-  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
-  To to;
-  memcpy(&to, &from, sizeof(To));
-  return to;
-}
 JK_FN vfloat exp_scaled(vfloat p, vfloat n) {
   return bit_cast<vfloat>(_mm512_scalef_ps(bit_cast<__m512>(p), bit_cast<__m512>(n)));
 }
@@ -389,17 +431,6 @@ template <class V> JK_FN V exp2(V x) {
     if constexpr (sizeof(S) == 4) return exp2f(x); else return ::exp2(x);
   } else {
     return exp(x * cst<V>(0.6931471805599453));
-  }
-}
-
-// e^x as 2^(x log2 e): the product rounds the exponent, a relative error of about
-// 6e-8 * |x| in the result. Used where x <= 0 is a difference to a running maximum (LogSumExp),
-// so that the terms that matter have small |x|.
-template <class V> JK_FN V exp_shifted(V x) {
-  if constexpr (sizeof(scalar_t<V>) == 4 && sizeof(V) == 64) {
-    return exp2(x * cst<V>(1.4426950408889634));
-  } else {
-    return exp(x);
   }
 }
 
