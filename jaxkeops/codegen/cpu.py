@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..formulas import Const, Var, make
+from ..formulas import OPS, Const, Op, Var, make, walk
 from .hoist import hoist
-from .printer import print_body
+from .linear import LinearPlan, plan_linear_sum
+from .printer import print_body, print_tile_body
 from .rewrite import LOG2E, for_codegen
 from .spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
 
@@ -21,16 +22,48 @@ def row_block(spec: KernelSpec) -> int:
     return 4
 
 
+def column_block(formulas) -> int:
+    """How many vectors of inner values each row meets per step (the other side of the tile).
+
+    Two, when the formula folds over a long dimension (a dot product of D >= 16) into a small
+    result: with 4 rows that makes a 4 x 2 register tile whose 8 chains share every load, as in
+    a GEMM micro-kernel. Otherwise one: more pairs in flight only add register pressure.
+    """
+    if sum(f.dim for f in formulas) > 2:
+        return 1
+    for node in walk(*formulas):
+        if isinstance(node, Op) and OPS[node.name].fold is not None and \
+                max(a.dim for a in node.args) >= 16:
+            return 2
+    return 1
+
+
 # The CPU log-sum-exp reductions take their exponent in base 2 (f log2 e): the constant joins
 # the formula's own constants (scaling.py), and the kernel calls 2^x instead of e^x.
 BASE2_REDUCTIONS = ("LogSumExp", "SumSoftMaxWeight")
 
 
-def _kernel_formulas(spec: KernelSpec) -> tuple:
+def _kernel_formulas(spec: KernelSpec, plan: LinearPlan | None) -> tuple:
+    if plan is not None:
+        return plan.coefs
     formulas = spec.formulas
     if spec.reduction in BASE2_REDUCTIONS:
         formulas = (make("Mult", formulas[0], Const(LOG2E)),) + formulas[1:]
     return formulas
+
+
+def _reduction(spec: KernelSpec, plan: LinearPlan | None) -> tuple[str, list[str]]:
+    """The C++ reduction type, and the declarations it needs."""
+    if plan is None:
+        return spec.reduction_spec.cpp(spec.formula_dims, spec.k, "V_RED",
+                                       INDEX_TYPES[spec.index_dtype], spec.sum_scheme), []
+    rows = [f"    {{{t.coef}, {spec.args.index(t.var)}, "
+            f"{str(spec.role(t.var) == ROLE_INNER).lower()}, {t.factor!r}}},  // {t.var!r}"
+            for t in plan.terms]
+    decl = ["struct LinearTerms {", f"  static constexpr int COUNT = {len(plan.terms)};",
+            f"  static constexpr jk::LinearTermInfo TERMS[{len(plan.terms)}] = {{", *rows,
+            "  };", "};", ""]
+    return f"jk::LinearSumReduction<V_RED, {plan.dim}, LinearTerms>", decl
 
 
 def _indent(lines: list[str], depth: int = 4) -> str:
@@ -46,7 +79,8 @@ def render_cpu(spec: KernelSpec) -> str:
         arg_rows.append(f"    {{{role}, {var.dim}, {dims[role]}}},  // {var!r}")
         dims[role] += var.dim
     raw_outer, raw_inner = dims[ROLE_OUTER], dims[ROLE_INNER]
-    h = hoist(spec, for_codegen(spec, _kernel_formulas(spec)))
+    plan = plan_linear_sum(spec)
+    h = hoist(spec, for_codegen(spec, _kernel_formulas(spec, plan)))
     pre_outer = print_body(h.outer, layout) if h.outer else []
     pre_inner = print_body(h.inner, layout) if h.inner else []
     for var in h.outer_vars:
@@ -55,11 +89,9 @@ def render_cpu(spec: KernelSpec) -> str:
     for var in h.inner_vars:
         layout[var] = (ROLE_INNER, dims[ROLE_INNER])
         dims[ROLE_INNER] += var.dim
-    body = print_body(h.formulas, layout)
+    body = print_tile_body(h.formulas, layout)
     scalar = SCALAR_TYPES[spec.dtype]
-    red = spec.reduction_spec.cpp(
-        spec.formula_dims, spec.k, "V_RED", INDEX_TYPES[spec.index_dtype], spec.sum_scheme
-    )
+    red, red_decl = _reduction(spec, plan)
     n_args = len(spec.args)
     arg_table = "\n".join(arg_rows) if arg_rows else "    {0, 0, 0},"
     unused = "(void)o; (void)n; (void)p;"
@@ -70,13 +102,14 @@ namespace {{
 
 struct Formula {{
   using S = {scalar};
-  static constexpr int DIM = {sum(spec.formula_dims)};
+  static constexpr int DIM = {sum(f.dim for f in h.formulas)};
   static constexpr int OUTER_RAW = {raw_outer};
   static constexpr int INNER_RAW = {raw_inner};
   static constexpr int OUTER_DIM = {dims[ROLE_OUTER]};  // raw, then hoisted per-row values
   static constexpr int INNER_DIM = {dims[ROLE_INNER]};
   static constexpr int PARAM_DIM = {dims[ROLE_PARAM]};
   static constexpr int ROW_BLOCK = {row_block(spec)};
+  static constexpr int COL_BLOCK = {column_block(h.formulas)};
   static constexpr int N_ARGS = {n_args};
   static constexpr jk::ArgInfo ARGS[{max(n_args, 1)}] = {{
 {arg_table}
@@ -98,15 +131,18 @@ struct Formula {{
 {_indent(pre_inner)}
   }}
 
-  template <class V>
-  JK_FN static void evaluate_pair(const S* o, const V* n, const V* p, V* out) {{
-    {unused}
+  // The formula for a tile of NR output rows x NG vectors of reduced rows: pair q = g NR + r.
+  template <int NR, int NG, class V>
+  JK_FN static void evaluate_tile(const S (*orow)[OUTER_DIM > 0 ? OUTER_DIM : 1],
+                                  const V* const* ngrp, const V* p, V (*out)[DIM]) {{
+    constexpr int NQ = NR * NG;
+    (void)orow; (void)ngrp; (void)p;
 {_indent(body)}
   }}
 }};
 
 using V_RED = jk::simd_t<Formula::S>;
-using Reduction = {red};
+{chr(10).join(red_decl)}using Reduction = {red};
 
 }}  // namespace
 

@@ -40,24 +40,15 @@ def print_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]]
     lines: list[str] = []
     temp = 0
     for node in walk(*formulas):
-        if isinstance(node, Var):
-            role, offset = layout[node]
-            base = f"({ROLE_ARRAYS[role]} + {offset})"
-            if role == OUTER_ROLE:
-                access[node] = ScalarAccess(node, base, node.dim)
-            else:
-                access[node] = Access(node, base, node.dim)
-        elif isinstance(node, Const):
-            access[node] = Access(node, _const_literal(node.value), node.dim, is_const=True)
-        elif isinstance(node, Op):
+        if not isinstance(node, Op):
+            access[node] = _leaf_access(node, layout)
+        else:
             name = f"t{temp}"
             temp += 1
             ctx = EmitContext(name, tuple(access[a] for a in node.args), node.dim, node.params)
             lines.append(f"V {name}[{node.dim}];  // {node.name}")
             lines.extend(OPS[node.name].emit(ctx))
             access[node] = Access(node, name, node.dim)
-        else:
-            raise TypeError(f"not a formula node: {node!r}")
     offset = 0
     for f in formulas:
         a = access[f]
@@ -67,3 +58,108 @@ def print_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]]
             lines.append(f"for (int k = 0; k < {f.dim}; ++k) out[{offset} + k] = {a.at('k')};")
         offset += f.dim
     return lines
+
+
+# Inside a tile, pair q reads output row q % NR (scalars `orow[.]`) and the column vector q / NR
+# (`ngrp[.]`); these bind the names `o` and `n` the operand accesses use.
+_PAIR_SETUP = "const S* o = orow[q % NR]; const V* n = ngrp[q / NR]; (void)o; (void)n;"
+
+
+def print_tile_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]]
+                    ) -> list[str]:
+    """C++ statements computing `formulas` for a tile of NQ = NR x NG pairs into `out[q]`.
+
+    Each op is computed for every pair of the tile before the next op starts, which gives the
+    core NQ independent chains of work; a fold (a sum over a dimension, say) runs its loop over
+    the dimension outside the loop over pairs, so that one load of each component serves all
+    the pairs that share it (NR rows x NG column vectors: a register tile, as in a GEMM).
+    """
+    access: dict[Node, Access] = {}
+    lines: list[str] = []
+    temp = 0
+    for node in walk(*formulas):
+        if not isinstance(node, Op):
+            access[node] = _leaf_access(node, layout)
+            continue
+        name = f"t{temp}"
+        temp += 1
+        ctx = EmitContext(f"{name}[q]", tuple(access[a] for a in node.args), node.dim,
+                          node.params)
+        spec = OPS[node.name]
+        lines.append(f"V {name}[NQ][{node.dim}];  // {node.name}")
+        fold = spec.fold
+        if fold is not None:
+            length = fold.length(ctx)
+            lines += ["{", "  V acc[NQ];", *_fold_step(ctx, fold, "0", "acc[q] = {b};")]
+            if length > 1:
+                update = f"acc[q] = {fold.combine.format(a='acc[q]', b='{b}')};"
+                lines += [f"  for (int k = 1; k < {length}; ++k) {{",
+                          *("  " + line for line in _fold_step(ctx, fold, "k", update)), "  }"]
+            lines += [f"  for (int q = 0; q < NQ; ++q) {name}[q][0] = acc[q];", "}"]
+        else:
+            preload, ctx = _preload(ctx, "0", scalars_only=True)
+            body = ["for (int q = 0; q < NQ; ++q) {", f"  {_PAIR_SETUP}",
+                    *("  " + line for line in spec.emit(ctx)), "}"]
+            lines += ["{", *preload, *("  " + line for line in body), "}"] if preload else body
+        access[node] = Access(node, f"{name}[q]", node.dim)
+    lines.append("for (int q = 0; q < NQ; ++q) {")
+    lines.append(f"  {_PAIR_SETUP}")
+    offset = 0
+    for f in formulas:
+        a = access[f]
+        if f.dim == 1:
+            lines.append(f"  out[q][{offset}] = {a.at(0)};")
+        else:
+            lines.append(f"  for (int k = 0; k < {f.dim}; ++k) out[q][{offset} + k] = {a.at('k')};")
+        offset += f.dim
+    lines.append("}")
+    return lines
+
+
+class _Loaded(Access):
+    """An inner operand's component k, loaded once per vector of the tile (`name[g]`)."""
+
+    def at(self, k: int | str) -> str:
+        return f"{self.base}[q / NR]"
+
+    def bcast(self, k: int | str) -> str:
+        return self.at(k)
+
+
+def _preload(ctx: EmitContext, k: str, scalars_only: bool) -> tuple[list[str], EmitContext]:
+    """Loads component k of the inner operands (only the scalar ones if `scalars_only`) into
+    registers, once per vector of the tile, and a context that reads them from there."""
+    lines = []
+    args = list(ctx.args)
+    for t, a in enumerate(ctx.args):
+        if isinstance(a.node, Var) and a.base.startswith(_INNER_BASE) and (
+                a.dim == 1 or not scalars_only):
+            name, offset = f"loaded{t}", a.base[len(_INNER_BASE):-1]
+            index = "0" if a.dim == 1 else k
+            lines.append(f"  V {name}[NG]; for (int g = 0; g < NG; ++g) "
+                         f"{name}[g] = jk::in_register((ngrp[g] + {offset})[{index}]);")
+            args[t] = _Loaded(a.node, name, a.dim)
+    return lines, EmitContext(ctx.out, tuple(args), ctx.dim, ctx.params)
+
+
+def _fold_step(ctx: EmitContext, fold, k: str, update: str) -> list[str]:
+    """One step k of a fold over a tile: the inner operands' component k is loaded into a
+    register once per vector of the tile, then every pair of the tile folds in its term."""
+    lines, local = _preload(ctx, k, scalars_only=False)
+    term = fold.term(local, k)
+    lines.append(f"  for (int q = 0; q < NQ; ++q) {{ {_PAIR_SETUP} {update.format(b=term)} }}")
+    return lines
+
+
+_INNER_BASE = f"({ROLE_ARRAYS[1]} + "
+
+
+def _leaf_access(node: Node, layout: Mapping[Var, tuple[int, int]]) -> Access:
+    if isinstance(node, Var):
+        role, offset = layout[node]
+        base = f"({ROLE_ARRAYS[role]} + {offset})"
+        return ScalarAccess(node, base, node.dim) if role == OUTER_ROLE else \
+            Access(node, base, node.dim)
+    if isinstance(node, Const):
+        return Access(node, _const_literal(node.value), node.dim, is_const=True)
+    raise TypeError(f"not a formula node: {node!r}")

@@ -82,6 +82,18 @@ class Scaler:
             if self.side(args[1]) != PAIR:
                 return make("Mult", a, make("Mult", b, Const(c)))
             return None
+        if name == "ReLU":  # relu(c a) = c relu(a) for c > 0
+            inner = self.absorb(args[0], abs(c))
+            if inner is None:
+                return None
+            return make("ReLU", inner) if c > 0 else make("Minus", make("ReLU", inner))
+        if name == "Scalprod":
+            a, b = (self.new.get(x, x) for x in args)
+            if self.side(args[0]) != PAIR:
+                return make("Scalprod", make("Mult", a, Const(c)), b)
+            if self.side(args[1]) != PAIR:
+                return make("Scalprod", a, make("Mult", b, Const(c)))
+            return None
         if name == "SqDist" and all(self.side(a) != PAIR for a in args):
             root = math.sqrt(abs(c))
             a, b = (self.new.get(x, x) for x in args)

@@ -55,6 +55,18 @@ class EmitContext:
 
 
 @dataclass(frozen=True)
+class Fold:
+    """An op that folds terms over a dimension: out[0] = term(0) (+) term(1) (+) ... .
+
+    The CPU printer uses it to evaluate the fold for a whole tile of (row, column-vector)
+    pairs at once, so that each load of a component serves every pair of the tile."""
+
+    term: Callable[[EmitContext, str], str]  # the k-th term, from the operands' accesses
+    length: Callable[[EmitContext], int]  # the number of terms
+    combine: str = "{a} + {b}"
+
+
+@dataclass(frozen=True)
 class OpSpec:
     name: str
     arity: int
@@ -76,6 +88,7 @@ class OpSpec:
     # transpose(args, linear, ct, out, params): the cotangent of each argument marked linear.
     jvp: Callable[..., Node | None] | None = None
     transpose: Callable[..., tuple] | None = None
+    fold: Fold | None = None
 
 
 OPS: dict[str, OpSpec] = {}

@@ -9,7 +9,7 @@ import numpy as np
 
 from .algebra import add, div, dot, embed, mul, scale, sub, total, widen, zeros_or
 from .elementwise import round_half_away as _round_half_away
-from .optable import Access, EmitContext, OpSpec, attach_rules, broadcast_dims, make, register
+from .optable import Access, EmitContext, Fold, OpSpec, attach_rules, broadcast_dims, make, register
 
 
 def dims_error(name: str, message: str, dims: tuple[int, ...]) -> ValueError:
@@ -54,24 +54,43 @@ def _scalar(dims: tuple[int, ...], params: tuple) -> int:
     return 1
 
 
+def _emit_fold(fold: Fold):
+    def emit(c: EmitContext) -> list[str]:
+        body = fold_lines(fold.length(c), lambda k: fold.term(c, k), fold.combine)
+        return ["{", *("  " + line for line in body), f"  {c.out}[0] = acc;", "}"]
+
+    return emit
+
+
+def folding_op(name: str, arity: int, out_dim, fold: Fold, reference, **meta) -> OpSpec:
+    """An op whose value is a fold over its operands' components."""
+    return vector_op(name, arity, out_dim, _emit_fold(fold), reference, fold=fold, **meta)
+
+
+def _own_dim(c: EmitContext) -> int:
+    return c.args[0].dim
+
+
+def _pair_dim(c: EmitContext) -> int:
+    return max(a.dim for a in c.args)
+
+
 def vector_op(name: str, arity: int, out_dim, emit, reference, **meta) -> OpSpec:
     return register(OpSpec(name=name, arity=arity, out_dim=out_dim, emit=emit,
                            reference=reference, **meta))
 
 
 # Reductions over the last dimension.
-vector_op(
-    "Sum", 1, _scalar, lambda c: _reduce_dims(c, 0, c.args[0].at),
+folding_op(
+    "Sum", 1, _scalar, Fold(lambda c, k: c.args[0].at(k), _own_dim),
     lambda xp, x: xp.sum(x, axis=-1, keepdims=True), method="sum",
 )
-vector_op(
-    "Max", 1, _scalar,
-    lambda c: _reduce_dims(c, 0, c.args[0].at, "jk::max_nan({a}, {b})"),
+folding_op(
+    "Max", 1, _scalar, Fold(lambda c, k: c.args[0].at(k), _own_dim, "jk::max_nan({a}, {b})"),
     lambda xp, x: xp.max(x, axis=-1, keepdims=True), method="max", smooth=False,
 )
-vector_op(
-    "Min", 1, _scalar,
-    lambda c: _reduce_dims(c, 0, c.args[0].at, "jk::min_nan({a}, {b})"),
+folding_op(
+    "Min", 1, _scalar, Fold(lambda c, k: c.args[0].at(k), _own_dim, "jk::min_nan({a}, {b})"),
     lambda xp, x: xp.min(x, axis=-1, keepdims=True), method="min", smooth=False,
 )
 
@@ -102,9 +121,8 @@ vector_op("ArgMin", 1, _scalar, lambda c: _emit_arg_extremum(c, "false"),
           _argext_reference("min"), method="argmin", smooth=False)
 
 # Norms and distances.
-vector_op(
-    "SqNorm2", 1, _scalar, lambda c: _reduce_dims(c, 0, lambda k: f"{c.args[0].at(k)} * "
-                                                  f"{c.args[0].at(k)}"),
+folding_op(
+    "SqNorm2", 1, _scalar, Fold(lambda c, k: f"{c.args[0].at(k)} * {c.args[0].at(k)}", _own_dim),
     lambda xp, x: xp.sum(x * x, axis=-1, keepdims=True), method="sqnorm2",
 )
 vector_op(
@@ -141,21 +159,10 @@ def _equal_dims(name):
     return out_dim
 
 
-def _emit_sqdist(c: EmitContext) -> list[str]:
-    a, b = c.args
-    d = max(a.dim, b.dim)
-    body = fold_lines(d, lambda k: f"jk::square({a.bcast(k)} - {b.bcast(k)})")
-    return ["{", *("  " + line for line in body), f"  {c.out}[0] = acc;", "}"]
-
-
-vector_op("SqDist", 2, _equal_dims("SqDist"), _emit_sqdist,
-          lambda xp, a, b: xp.sum((a - b) ** 2, axis=-1, keepdims=True), method="sqdist")
-
-
-def _emit_scalprod(c: EmitContext) -> list[str]:
-    a, b = c.args
-    body = fold_lines(max(a.dim, b.dim), lambda k: f"{a.bcast(k)} * {b.bcast(k)}")
-    return ["{", *("  " + line for line in body), f"  {c.out}[0] = acc;", "}"]
+folding_op("SqDist", 2, _equal_dims("SqDist"),
+           Fold(lambda c, k: f"jk::square({c.args[0].bcast(k)} - {c.args[1].bcast(k)})",
+                _pair_dim),
+           lambda xp, a, b: xp.sum((a - b) ** 2, axis=-1, keepdims=True), method="sqdist")
 
 
 def _scalprod_dims(dims, params):
@@ -164,8 +171,9 @@ def _scalprod_dims(dims, params):
     return 1
 
 
-vector_op("Scalprod", 2, _scalprod_dims, _emit_scalprod,
-          lambda xp, a, b: xp.sum(a * b, axis=-1, keepdims=True), method="__or__")
+folding_op("Scalprod", 2, _scalprod_dims,
+           Fold(lambda c, k: f"{c.args[0].bcast(k)} * {c.args[1].bcast(k)}", _pair_dim),
+           lambda xp, a, b: xp.sum(a * b, axis=-1, keepdims=True), method="__or__")
 
 
 def _weight_kind(name, s_dim, x_dim, dims):

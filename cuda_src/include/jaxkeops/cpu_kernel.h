@@ -1,15 +1,16 @@
 // The CPU loop schedule of a generated kernel.
 //
-// A generated kernel defines a `Formula` struct (its arguments and an `eval` template printed
-// from the formula) and instantiates `jk::run_cpu<Formula, Reduction>` as its `jk_run`. The
+// A generated kernel defines a `Formula` struct (its arguments and an `evaluate_tile` template
+// printed from the formula) and instantiates `jk::run_cpu<Formula, Reduction>` as its `jk_run`. The
 // schedule:
 //   - rows of the output are taken in super-blocks of SB rows, whose reduction states stay in
 //     cache while the reduced axis is swept;
 //   - the reduced axis is swept in tiles of TJ rows; each tile of the inner variables is copied
 //     once into a structure-of-arrays buffer, zero-padded to whole SIMD vectors, so that the
 //     formula reads L consecutive reduced rows as one aligned vector;
-//   - RB output rows are evaluated against each vector of reduced rows, so that each load of the
-//     inner variables serves RB rows.
+//   - RB output rows are evaluated against NG vectors of reduced rows at once (a register tile),
+//     so that each load of the inner variables serves RB rows, and each broadcast of an outer
+//     value serves NG vectors.
 #ifndef JAXKEOPS_CPU_KERNEL_H
 #define JAXKEOPS_CPU_KERNEL_H
 
@@ -38,6 +39,15 @@ template <class T> struct AlignedBuffer {
   AlignedBuffer(const AlignedBuffer&) = delete;
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
 };
+
+// Whether reduction R reads the arguments itself (it has a `bind`).
+template <class R, class = void> struct has_bind : std::false_type {};
+template <class R> struct has_bind<R, std::void_t<decltype(&R::bind)>> : std::true_type {};
+// Whether reduction R folds several rows at once (an `accumulate_rows`).
+template <class R, class = void> struct has_rows : std::false_type {};
+template <class R>
+struct has_rows<R, std::void_t<decltype(&R::template accumulate_rows<1, false, int, int>)>>
+    : std::true_type {};
 
 template <class F, class R> struct CpuSchedule {
   using S = typename F::S;
@@ -89,6 +99,25 @@ template <class F, class R> struct CpuSchedule {
     if constexpr (F::OUTER_DIM > F::OUTER_RAW) F::pre_outer(o, ps, o + F::OUTER_RAW);
   }
 
+  // Evaluates NR rows against NG consecutive vectors of the tile starting at vector g, and
+  // folds the values into the rows' states (vector by vector, so indices stay in order).
+  template <int NR, int NG, bool MASKED>
+  JK_FN static void step(const S* buf, const S (*o)[DO1], const V* p, State* st, int g, M valid,
+                         int64_t j0) {
+    const V* n[NG];
+    for (int c = 0; c < NG; ++c) n[c] = (const V*)(buf + (size_t)(g + c) * DI * L);
+    V f[NR * NG][F::DIM];
+    F::template evaluate_tile<NR, NG>(o, n, p, f);
+    for (int c = 0; c < NG; ++c) {
+      if constexpr (has_rows<R>::value) {
+        R::template accumulate_rows<NR, MASKED>(st, f + c * NR, (g + c) * L, valid, j0);
+      } else {
+        for (int r = 0; r < NR; ++r)
+          R::template accumulate<MASKED>(st[r], f[c * NR + r], (g + c) * L, valid, j0);
+      }
+    }
+  }
+
   template <int NR>
   JK_FN static void sweep_tile(const S* buf, const S (*o)[DO1], const V* p, State* states,
                                int nj, int64_t j0) {
@@ -96,23 +125,14 @@ template <class F, class R> struct CpuSchedule {
     // the pointer they might alias the tile buffer.
     State st[NR];
     for (int r = 0; r < NR; ++r) st[r] = states[r];
+    constexpr int NG = F::COL_BLOCK;
     const int full = nj / L;
-    for (int g = 0; g < full; ++g) {
-      const V* n = (const V*)(buf + (size_t)g * DI * L);
-      for (int r = 0; r < NR; ++r) {
-        V f[F::DIM];
-        F::evaluate_pair(o[r], n, p, f);
-        R::template accumulate<false>(st[r], f, g * L, M{}, j0);
-      }
-    }
+    int g = 0;
+    for (; g + NG <= full; g += NG) step<NR, NG, false>(buf, o, p, st, g, M{}, j0);
+    for (; g < full; ++g) step<NR, 1, false>(buf, o, p, st, g, M{}, j0);
     if (full * L < nj) {
-      const V* n = (const V*)(buf + (size_t)full * DI * L);
       M valid = lane_indices<J>(full * L) < (J{} + nj);
-      for (int r = 0; r < NR; ++r) {
-        V f[F::DIM];
-        F::evaluate_pair(o[r], n, p, f);
-        R::template accumulate<true>(st[r], f, full * L, valid, j0);
-      }
+      step<NR, 1, true>(buf, o, p, st, full, valid, j0);
     }
     for (int r = 0; r < NR; ++r) states[r] = st[r];
   }
@@ -134,7 +154,10 @@ template <class F, class R> struct CpuSchedule {
     }
     for (int64_t row0 = t->row_begin; row0 < t->row_end; row0 += SB) {
       const int rows = (int)(t->row_end - row0 < SB ? t->row_end - row0 : SB);
-      for (int r = 0; r < rows; ++r) R::start_row(states.ptr[r]);
+      for (int r = 0; r < rows; ++r) {
+        if constexpr (has_bind<R>::value) R::bind(states.ptr[r], t, row0 + r);
+        R::start_row(states.ptr[r]);
+      }
       for (int64_t j0 = 0; j0 < n_red; j0 += TJ) {
         const int nj = (int)(n_red - j0 < TJ ? n_red - j0 : TJ);
         if constexpr (DI > 0) pack_tile(t, buf.ptr, p, j0, nj);

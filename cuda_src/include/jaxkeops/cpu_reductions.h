@@ -10,12 +10,14 @@
 //                              valid is set)
 //   end_tile(State&, int64_t j0)   merges the lanes into the scalar part (j0: the tile's start)
 //   finish(const State&, void* const* outs, int64_t row)   writes the outputs of one row
+//   bind(State&, const jk_task*, int64_t row)   optional: lets the state read the arguments
 //
 // Lanes and tiles both take reduced indices in increasing order, so ties resolve to the first
 // index, as jnp.argmin and lax.top_k do.
 #ifndef JAXKEOPS_CPU_REDUCTIONS_H
 #define JAXKEOPS_CPU_REDUCTIONS_H
 
+#include "jaxkeops/kernel_abi.h"
 #include "jaxkeops/math.h"
 
 namespace jk {
@@ -275,6 +277,117 @@ template <class V, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduct
       for (int k = 0; k < ACC; ++k)
         out[k] = (S)(((double)m + ::log2((double)acc[k])) * 0.6931471805599453);
     }
+  }
+};
+
+// Sum of a combination of whole variables with scalar formulas (codegen/linear.py):
+//   out_i = sum_t factor_t * (sum_j s_t(i, j) * v_t)
+// where the formula's components are the scalars s (one per distinct coefficient) and v_t is a
+// variable of dimension DIM, read by the reduction itself: an outer one (x_i: its sum of s is
+// taken, and multiplied by x_i once per tile) or an inner one (y_j: each pair adds s * y_j, a
+// row of y by vectors of components, as a GEMM micro-kernel does).
+struct LinearTermInfo {
+  int coef;  // formula component
+  int arg;  // argument index
+  bool inner;  // the variable is indexed by the reduced index
+  double factor;
+};
+
+template <class V, int DIM, class Terms> struct LinearSumReduction {
+  using S = scalar_t<V>;
+  static constexpr int L = traits<V>::lanes;
+  static constexpr int NT = Terms::COUNT;
+  static constexpr int DV = DIM / L, DR = DIM % L;  // whole vectors, then single components
+  struct State {
+    V acc[NT][DV > 0 ? DV : 1];  // inner terms, this tile
+    S acc_rest[NT][DR > 0 ? DR : 1];
+    V coef_sum[NT];  // outer terms, this tile: per-lane sums of s
+    S total[DIM];
+    const S* data[NT];  // outer: this row of the variable; inner: the whole variable
+  };
+  JK_FN static void bind(State& s, const jk_task* t, int64_t row) {
+    for (int q = 0; q < NT; ++q) {
+      const LinearTermInfo& info = Terms::TERMS[q];
+      s.data[q] = (const S*)t->args[info.arg] + (info.inner ? 0 : row * DIM);
+    }
+  }
+  JK_FN static void start_row(State& s) {
+    for (int k = 0; k < DIM; ++k) s.total[k] = 0;
+  }
+  JK_FN static void start_tile(State& s) {
+    for (int q = 0; q < NT; ++q) {
+      s.coef_sum[q] = cst<V>(0);
+      for (int v = 0; v < (DV > 0 ? DV : 1); ++v) s.acc[q][v] = cst<V>(0);
+      for (int r = 0; r < (DR > 0 ? DR : 1); ++r) s.acc_rest[q][r] = 0;
+    }
+  }
+  template <bool MASKED, class M>
+  JK_FN static void accumulate(State& s, const V* f, int base, M valid, int64_t j0) {
+    accumulate_rows<1, MASKED>(&s, &f, base, valid, j0);
+  }
+  // NR rows at once: each row of an inner variable is loaded once for all of them.
+  template <int NR, bool MASKED, class M, class FV>
+  JK_FN static void accumulate_rows(State* st, const FV* f, int base, M valid, int64_t j0) {
+    int lanes = L;
+    if constexpr (MASKED) {
+      lanes = 0;
+      while (lanes < L && lane_index(valid, lanes) != 0) ++lanes;
+    }
+    for (int q = 0; q < NT; ++q) {
+      const LinearTermInfo& info = Terms::TERMS[q];
+      alignas(64) S ws[NR][L];
+      for (int r = 0; r < NR; ++r) {
+        V w = f[r][info.coef];
+        if (info.factor != 1.0) w = w * cst<V>(info.factor);
+        if constexpr (MASKED) w = select(valid, w, cst<V>(0));
+        if (!info.inner) st[r].coef_sum[q] = st[r].coef_sum[q] + w;
+        memcpy(ws[r], &w, sizeof(V));
+      }
+      if (!info.inner) continue;
+      const S* rows = st[0].data[q] + (j0 + base) * DIM;
+      // Whole vectors in chunks of up to 4 per row, held in registers across the lanes; the L
+      // terms are summed apart, then added to the tile's sum (block summation, as in Sum).
+      constexpr int CHUNK = DV < 4 ? (DV > 0 ? DV : 1) : 4;
+      for (int v0 = 0; v0 < DV; v0 += CHUNK) {
+        V acc[NR][CHUNK];
+        for (int r = 0; r < NR; ++r)
+          for (int v = 0; v < CHUNK; ++v) acc[r][v] = cst<V>(0);
+        for (int l = 0; l < lanes; ++l) {
+          const S* y = rows + (int64_t)l * DIM + v0 * L;
+          for (int v = 0; v < CHUNK && v0 + v < DV; ++v) {
+            V yv;
+            memcpy(&yv, y + v * L, sizeof(V));
+            yv = in_register(yv);
+            for (int r = 0; r < NR; ++r) acc[r][v] = acc[r][v] + cst<V>(ws[r][l]) * yv;
+          }
+        }
+        for (int r = 0; r < NR; ++r)
+          for (int v = 0; v < CHUNK && v0 + v < DV; ++v)
+            st[r].acc[q][v0 + v] = st[r].acc[q][v0 + v] + acc[r][v];
+      }
+      for (int l = 0; l < lanes; ++l) {
+        const S* y = rows + (int64_t)l * DIM;
+        for (int k = 0; k < DR; ++k)
+          for (int r = 0; r < NR; ++r) st[r].acc_rest[q][k] += ws[r][l] * y[DV * L + k];
+      }
+    }
+  }
+  JK_FN static void end_tile(State& s, int64_t) {
+    for (int q = 0; q < NT; ++q) {
+      if (!Terms::TERMS[q].inner) {
+        S c = 0;
+        for (int l = 0; l < L; ++l) c += lane(s.coef_sum[q], l);
+        for (int k = 0; k < DIM; ++k) s.total[k] += c * s.data[q][k];
+      } else {
+        for (int v = 0; v < DV; ++v)
+          for (int l = 0; l < L; ++l) s.total[v * L + l] += lane(s.acc[q][v], l);
+        for (int r = 0; r < DR; ++r) s.total[DV * L + r] += s.acc_rest[q][r];
+      }
+    }
+  }
+  JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
+    S* out = (S*)outs[0] + row * DIM;
+    for (int k = 0; k < DIM; ++k) out[k] = s.total[k];
   }
 };
 

@@ -111,6 +111,15 @@ template <class M, class V> JK_FN V select(M m, V a, V b) { return m ? a : b; }
 
 template <class V> JK_FN V from_mask(mask_t<V> m) { return select(m, cst<V>(1), cst<V>(0)); }
 
+// x, forced into a register: a value loaded once and used by several fused multiply-adds
+// would otherwise be folded into each of them as a memory operand, one load per use.
+template <class V> JK_FN V in_register(V x) {
+#if !JK_DEVICE
+  asm("" : "+v"(x));
+#endif
+  return x;
+}
+
 // Applies a scalar function lane by lane: the fallback for functions with no SIMD version.
 template <class V, class F> JK_FN V map1(V x, F f) {
   if constexpr (traits<V>::lanes == 1) {

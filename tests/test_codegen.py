@@ -1,0 +1,158 @@
+"""The CPU code generator's rewrites: each keeps the value (checked against numpy in float64)
+and does what it promises in the generated code (checked on the rewritten formulas)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkeops import Vi, Vj
+from jaxkeops.codegen.cpu import column_block, render_cpu
+from jaxkeops.codegen.hoist import hoist
+from jaxkeops.codegen.linear import plan_linear_sum
+from jaxkeops.codegen.rewrite import for_codegen
+from jaxkeops.codegen.spec import KernelSpec
+from jaxkeops.formulas import CAT_I, CAT_J, Const, Op, Var, make, walk
+
+
+def _pair_loop(formula, args):
+    """The main formula of the kernel (after rewriting and hoisting) for a Sum over j."""
+    spec = KernelSpec((formula,), "Sum", 1, "float32", args=tuple(args))
+    return hoist(spec, for_codegen(spec, spec.formulas)).formulas[0]
+
+
+def _constant_products(formula):
+    return [n for n in walk(formula) if isinstance(n, Op) and n.name == "Mult"
+            and any(isinstance(a, Const) for a in n.args)]
+
+
+def test_gaussian_exponent_constant_moves_into_hoisted_operands():
+    """exp(-|x - y|^2 / 2) b: the constant scales x and y once per row, not every pair."""
+    x, y, b = Var(0, 3, CAT_I), Var(1, 3, CAT_J), Var(2, 1, CAT_J)
+    gauss = make("Mult", make("Exp", make("Mult", make("Minus", make("SqDist", x, y)),
+                                          Const(-0.5))), b)
+    main = _pair_loop(gauss, (x, y, b))
+    assert _constant_products(main) == []
+    assert any(isinstance(n, Op) and n.name == "Exp2" for n in walk(main))
+
+
+def test_gradient_constants_gather_into_one_hoisted_factor():
+    """-(a_i b_j e)/2 * 1[3] * (2 (x - y)) multiplies by no constant in the pair loop, and the
+    x - y it shares with the exponent is computed once."""
+    x, y, b, a = Var(0, 3, CAT_I), Var(1, 3, CAT_J), Var(2, 1, CAT_J), Var(3, 1, CAT_I)
+    diff = make("Subtract", x, y)
+    e = make("Exp", make("Mult", make("Minus", make("Sum", make("Square", diff))), Const(0.5)))
+    grad = make("Mult", make("Mult", make("Minus", make("Mult", make("Mult", make("Mult", a, b), e),
+                                                         Const(0.5))), Const(1.0, 3)),
+                make("Mult", Const(2.0), diff))
+    main = _pair_loop(grad, (x, y, b, a))
+    assert [n for n in _constant_products(main) if n.dim > 1] == []
+    assert sum(1 for n in walk(main) if isinstance(n, Op) and n.name == "Subtract") == 1
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_gaussian_sum_with_scaled_exponent_matches_numpy(scale, rng):
+    x = rng.normal(size=(50, 3))
+    y = rng.normal(size=(77, 3))
+    b = rng.normal(size=(77, 1))
+    got = (-((Vi(x) - Vj(y)) ** 2).sum(-1) * scale).exp() @ b
+    d2 = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(np.asarray(got), np.exp(-scale * d2) @ b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("eps", [0.1, 2.0])
+def test_logsumexp_in_base_two_matches_numpy(eps, rng):
+    """The CPU kernel works in base 2 (the exponent times log2 e, folded into the formula)."""
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = rng.normal(size=(300, 3)).astype(np.float32)
+    g = rng.normal(size=(300, 1)).astype(np.float32)
+    got = ((Vj(g) - ((Vi(x) - Vj(y)) ** 2).sum(-1)) / eps).logsumexp(axis=1)
+    v = (g.T.astype(np.float64) - ((x[:, None, :].astype(np.float64) - y[None]) ** 2).sum(-1)) / eps
+    m = v.max(axis=1, keepdims=True)
+    expected = m + np.log(np.exp(v - m).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=2e-6, atol=2e-6)
+
+
+def _linear_spec(d, axis=1):
+    """sum_j w_ij (x_i - y_j) with w = a_i b_j exp(-|x - y|^2 / 2): a gradient."""
+    i, j = (CAT_I, CAT_J)
+    x, y, b, a = Var(0, d, i), Var(1, d, j), Var(2, 1, j), Var(3, 1, i)
+    w = make("Mult", make("Mult", a, b), make("Exp", make("Minus", make("Mult", make(
+        "SqDist", x, y), Const(0.5)))))
+    formula = make("Mult", w, make("Subtract", x, y))
+    return KernelSpec((formula,), "Sum", axis, "float32", args=(x, y, b, a))
+
+
+def test_gradient_of_large_dim_is_planned_as_a_matrix_product():
+    plan = plan_linear_sum(_linear_spec(64))
+    assert plan is not None and len(plan.coefs) == 1
+    assert sorted(t.factor for t in plan.terms) == [-1.0, 1.0]
+    assert "LinearSumReduction" in render_cpu(_linear_spec(64))
+    assert plan_linear_sum(_linear_spec(8)) is None  # small D: the plain schedule
+
+
+def _gradient_numpy(x, y, b, a, scale=0.5):
+    x, y, b, a = (np.asarray(v, np.float64) for v in (x, y, b, a))
+    d2 = ((x[..., :, None, :] - y[..., None, :, :]) ** 2).sum(-1)
+    w = a * np.swapaxes(b, -1, -2) * np.exp(-scale * d2)
+    return w.sum(-1, keepdims=True) * x - w @ y
+
+
+@pytest.mark.parametrize("d", [32, 40, 64])
+@pytest.mark.parametrize("n", [1, 37, 4099])
+def test_linear_sum_matches_numpy(d, n, rng):
+    """Dims with and without a remainder of 16, reduced sizes with a partial last vector and
+    a partial last tile."""
+    m = 9
+    x = rng.normal(size=(m, d)).astype(np.float32) * 0.2
+    y = rng.normal(size=(n, d)).astype(np.float32) * 0.2
+    b = rng.normal(size=(n, 1)).astype(np.float32)
+    a = rng.normal(size=(m, 1)).astype(np.float32)
+    w = Vi(a) * Vj(b) * (-((Vi(x) - Vj(y)) ** 2).sum(-1) * 0.5).exp()
+    got = (w * (Vi(x) - Vj(y))).sum(axis=1)
+    np.testing.assert_allclose(np.asarray(got), _gradient_numpy(x, y, b, a), rtol=2e-5,
+                               atol=2e-5)
+
+
+def test_linear_sum_over_i_with_batch_dims(rng):
+    """Reduced over i (roles swapped), with a broadcast batch dim."""
+    d = 48
+    x = rng.normal(size=(2, 30, d)).astype(np.float32) * 0.2
+    y = rng.normal(size=(1, 20, d)).astype(np.float32) * 0.2
+    got = ((-((Vi(x) - Vj(y)) ** 2).sum(-1)).exp() * (Vj(y) - Vi(x))).sum(axis=-3)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    w = np.exp(-((x64[:, :, None, :] - y64[:, None, :, :]) ** 2).sum(-1))  # (2, 30, 20)
+    expected = np.swapaxes(w, 1, 2).sum(-1, keepdims=True) * y64 - np.swapaxes(w, 1, 2) @ x64
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=2e-5, atol=2e-5)
+
+
+def test_jax_grad_at_large_dim_uses_the_matrix_product_and_matches_numpy(rng):
+    x = jnp.asarray(rng.normal(size=(25, 64)).astype(np.float32) * 0.15)
+    y = jnp.asarray(rng.normal(size=(33, 64)).astype(np.float32) * 0.15)
+    b = jnp.asarray(rng.normal(size=(33, 1)).astype(np.float32))
+
+    def energy(x):
+        return ((-((Vi(x) - Vj(y)) ** 2).sum(-1) * 0.5).exp() @ b).sum()
+
+    got = jax.grad(energy)(x)
+    expected = -_gradient_numpy(x, y, b, np.ones((25, 1)))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=2e-5, atol=2e-5)
+
+
+def test_linear_sum_float32_accuracy_over_many_terms(rng):
+    """Block summation keeps float32 sums of 2e5 terms within 1e-5 of float64."""
+    n, d = 200_000, 32
+    x = np.zeros((3, 1), np.float32)
+    u = rng.uniform(0.0, 1.0, size=(n, 1)).astype(np.float32)
+    y = rng.uniform(0.5, 1.5, size=(n, d)).astype(np.float32)
+    got = ((Vi(x) - Vj(u)).exp() * Vj(y)).sum(axis=1)
+    expected = np.exp(-u.astype(np.float64)).T @ y.astype(np.float64)
+    np.testing.assert_allclose(np.asarray(got), np.repeat(expected, 3, 0), rtol=1e-5)
+
+
+def test_dot_products_of_large_dim_take_a_two_vector_register_tile():
+    x, y = Var(0, 64, CAT_I), Var(1, 64, CAT_J)
+    assert column_block((make("Scalprod", x, y),)) == 2
+    assert column_block((make("SqDist", Var(0, 3, CAT_I), Var(1, 3, CAT_J)),)) == 1
+    source = render_cpu(KernelSpec((make("Scalprod", x, y),), "Sum", 1, "float32"))
+    assert "jk::in_register" in source
