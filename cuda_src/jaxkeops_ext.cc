@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -160,6 +161,29 @@ struct Launch {
   }
 };
 
+// Deals the rows of a launch out to the threads that ask, chunk by chunk.
+struct Dealer {
+  Dealer(Launch launch, int64_t units, int64_t chunk)
+      : launch(std::move(launch)), units(units), chunk(chunk) {}
+  const Launch launch;
+  const int64_t units, chunk;
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+
+  ffi::Error Work() {
+    while (!failed.load(std::memory_order_relaxed)) {
+      const int64_t lo = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (lo >= units) break;
+      ffi::Error err = launch.RunRange(lo, std::min(units, lo + chunk));
+      if (!err.success()) {
+        failed.store(true, std::memory_order_relaxed);
+        return err;
+      }
+    }
+    return ffi::Error::Success();
+  }
+};
+
 // Fills `launch` from the call's buffers, or explains which buffer does not fit.
 ffi::Error Prepare(ffi::Span<const int64_t> roles, int64_t n_batch, int64_t n_red,
                    const ffi::RemainingArgs& args, const ffi::RemainingRets& rets, Launch& launch) {
@@ -250,6 +274,9 @@ constexpr int64_t kInlineWork = int64_t{1} << 18;
 // Each part handed to a thread should carry at least this many pairs, so that machines with many
 // cores do not fan a medium problem out into slivers.
 constexpr int64_t kMinPartWork = int64_t{1} << 16;
+// Rows are dealt out in about this many chunks per thread, of at least this many rows.
+constexpr int64_t kChunksPerPart = 16;
+constexpr int64_t kMinChunkRows = 64;
 
 ffi::Future ReadyFuture(ffi::Error error) {
   ffi::Promise promise;
@@ -285,16 +312,20 @@ ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, ffi::Span<const int
     parts = std::min({pool.num_threads(), units, std::max<int64_t>(work / kMinPartWork, 1)});
   if (parts <= 1) return ReadyFuture(launch->RunRange(0, units));
 
-  std::shared_ptr<const Launch> shared = std::move(launch);
+  // The rows are dealt out in chunks from a shared counter, so that a thread that starts late
+  // or is slowed down by other work on its core takes fewer of them (a static split would make
+  // everyone wait for it). Chunks keep at least kMinChunkRows rows: each call of the kernel
+  // packs the reduced variables again, which a few dozen rows amortise.
+  const int64_t per_part = (units + parts - 1) / parts;
+  const int64_t chunk = std::min(per_part, std::max((units + parts * kChunksPerPart - 1) /
+                                                        (parts * kChunksPerPart),
+                                                    kMinChunkRows));
+  auto shared = std::make_shared<Dealer>(std::move(*launch), units, chunk);
   ffi::CountDownPromise done(parts);
   ffi::Future future(done);
-  auto bound = [units, parts](int64_t p) { return units * p / parts; };
-  for (int64_t p = 1; p < parts; ++p) {
-    pool.Schedule([shared, done, lo = bound(p), hi = bound(p + 1)]() mutable {
-      done.CountDown(shared->RunRange(lo, hi));
-    });
-  }
-  done.CountDown(shared->RunRange(0, bound(1)));
+  for (int64_t p = 1; p < parts; ++p)
+    pool.Schedule([shared, done]() mutable { done.CountDown(shared->Work()); });
+  done.CountDown(shared->Work());
   return future;
 }
 
