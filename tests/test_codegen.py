@@ -156,3 +156,14 @@ def test_dot_products_of_large_dim_take_a_two_vector_register_tile():
     assert column_block((make("SqDist", Var(0, 3, CAT_I), Var(1, 3, CAT_J)),)) == 1
     source = render_cpu(KernelSpec((make("Scalprod", x, y),), "Sum", 1, "float32"))
     assert "jk::in_register" in source
+
+
+@pytest.mark.parametrize("m", [4097, 9001])
+def test_rows_split_into_even_super_blocks(m, rng):
+    """A call small enough to run inline hands the kernel all its rows at once: more than one
+    super-block (4096 rows), split evenly, each sweeping the reduced axis again."""
+    x = rng.normal(size=(m, 2))
+    y = rng.normal(size=(7, 2))
+    got = ((Vi(x) - Vj(y)) ** 2).sum(-1).min(axis=1)
+    expected = ((x[:, None, :] - y[None]) ** 2).sum(-1).min(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12)
