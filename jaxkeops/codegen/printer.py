@@ -49,13 +49,20 @@ def print_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]]
             lines.append(f"V {name}[{node.dim}];  // {node.name}")
             lines.extend(OPS[node.name].emit(ctx))
             access[node] = Access(node, name, node.dim)
+    return lines + _store_outputs(formulas, access, "out")
+
+
+def _store_outputs(formulas: tuple[Node, ...], access: Mapping[Node, Access], out: str
+                   ) -> list[str]:
+    """`out[...] = ...` for the components of the formulas, one after the other."""
+    lines = []
     offset = 0
     for f in formulas:
         a = access[f]
         if f.dim == 1:
-            lines.append(f"out[{offset}] = {a.at(0)};")
+            lines.append(f"{out}[{offset}] = {a.at(0)};")
         else:
-            lines.append(f"for (int k = 0; k < {f.dim}; ++k) out[{offset} + k] = {a.at('k')};")
+            lines.append(f"for (int k = 0; k < {f.dim}; ++k) {out}[{offset} + k] = {a.at('k')};")
         offset += f.dim
     return lines
 
@@ -102,18 +109,8 @@ def print_tile_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, 
                     *("  " + line for line in spec.emit(ctx)), "}"]
             lines += ["{", *preload, *("  " + line for line in body), "}"] if preload else body
         access[node] = Access(node, f"{name}[q]", node.dim)
-    lines.append("for (int q = 0; q < NQ; ++q) {")
-    lines.append(f"  {_PAIR_SETUP}")
-    offset = 0
-    for f in formulas:
-        a = access[f]
-        if f.dim == 1:
-            lines.append(f"  out[q][{offset}] = {a.at(0)};")
-        else:
-            lines.append(f"  for (int k = 0; k < {f.dim}; ++k) out[q][{offset} + k] = {a.at('k')};")
-        offset += f.dim
-    lines.append("}")
-    return lines
+    return [*lines, "for (int q = 0; q < NQ; ++q) {", f"  {_PAIR_SETUP}",
+            *("  " + line for line in _store_outputs(formulas, access, "out[q]")), "}"]
 
 
 class _Loaded(Access):
