@@ -38,18 +38,26 @@ def print_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]]
     """C++ statements computing `formulas` into `out`, given each variable's (role, offset)."""
     access: dict[Node, Access] = {}
     lines: list[str] = []
+    for node, name in _each_op(formulas, layout, access, "{}"):
+        ctx = EmitContext(name, tuple(access[a] for a in node.args), node.dim, node.params)
+        lines.append(f"V {name}[{node.dim}];  // {node.name}")
+        lines.extend(OPS[node.name].emit(ctx))
+    return lines + _store_outputs(formulas, access, "out")
+
+
+def _each_op(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]],
+             access: dict[Node, Access], temp_access: str):
+    """Yields (op, temporary name) in evaluation order, filling `access` as it goes: leaves
+    from the layout, each op (once its code is emitted) as `temp_access` of its name."""
     temp = 0
     for node in walk(*formulas):
         if not isinstance(node, Op):
             access[node] = _leaf_access(node, layout)
-        else:
-            name = f"t{temp}"
-            temp += 1
-            ctx = EmitContext(name, tuple(access[a] for a in node.args), node.dim, node.params)
-            lines.append(f"V {name}[{node.dim}];  // {node.name}")
-            lines.extend(OPS[node.name].emit(ctx))
-            access[node] = Access(node, name, node.dim)
-    return lines + _store_outputs(formulas, access, "out")
+            continue
+        name = f"t{temp}"
+        temp += 1
+        yield node, name
+        access[node] = Access(node, temp_access.format(name), node.dim)
 
 
 def _store_outputs(formulas: tuple[Node, ...], access: Mapping[Node, Access], out: str
@@ -83,13 +91,7 @@ def print_tile_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, 
     """
     access: dict[Node, Access] = {}
     lines: list[str] = []
-    temp = 0
-    for node in walk(*formulas):
-        if not isinstance(node, Op):
-            access[node] = _leaf_access(node, layout)
-            continue
-        name = f"t{temp}"
-        temp += 1
+    for node, name in _each_op(formulas, layout, access, "{}[q]"):
         ctx = EmitContext(f"{name}[q]", tuple(access[a] for a in node.args), node.dim,
                           node.params)
         spec = OPS[node.name]
@@ -108,7 +110,6 @@ def print_tile_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, 
             body = ["for (int q = 0; q < NQ; ++q) {", f"  {_PAIR_SETUP}",
                     *("  " + line for line in spec.emit(ctx)), "}"]
             lines += ["{", *preload, *("  " + line for line in body), "}"] if preload else body
-        access[node] = Access(node, f"{name}[q]", node.dim)
     return [*lines, "for (int q = 0; q < NQ; ++q) {", f"  {_PAIR_SETUP}",
             *("  " + line for line in _store_outputs(formulas, access, "out[q]")), "}"]
 
