@@ -10,6 +10,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -47,6 +48,20 @@ def assert_close(actual, expected, dtype, rtol: float | None = None, atol: float
         actual.astype(np.float64), expected.astype(np.float64), rtol=rtol, atol=atol * scale,
         equal_nan=True,
     )
+
+
+def assert_tree_close(actual, expected, dtype, **kw):
+    """assert_close on every leaf of two pytrees of the same structure."""
+    a_leaves, a_tree = jax.tree.flatten(actual)
+    e_leaves, e_tree = jax.tree.flatten(expected)
+    assert a_tree == e_tree, f"{a_tree} != {e_tree}"
+    for a, e in zip(a_leaves, e_leaves):
+        assert_close(a, e, dtype, **kw)
+
+
+def random_like(rng, tree):
+    """Standard normal arrays shaped like the leaves of `tree` (tangents, cotangents)."""
+    return jax.tree.map(lambda a: jnp.asarray(rng.normal(size=np.shape(a))), tree)
 
 
 def make_spec(formulas: Sequence, reduction: str, axis: int, variables: Sequence, dtype: str,

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close, dense_reference, make_spec
+from conftest import assert_close, assert_tree_close, dense_reference, make_spec, random_like
 from jax.test_util import check_grads
 
 from jaxkeops.formulas import CAT_I, CAT_J, CAT_P, OPS, Var, make, variables
@@ -40,15 +40,7 @@ OPERAND_DOMAINS = {
 
 
 def _tree_close(actual, expected, **kw):
-    a_leaves, a_tree = jax.tree.flatten(actual)
-    e_leaves, e_tree = jax.tree.flatten(expected)
-    assert a_tree == e_tree, f"{a_tree} != {e_tree}"
-    for a, e in zip(a_leaves, e_leaves):
-        assert_close(a, e, DTYPE, **kw)
-
-
-def _random_like(rng, tree):
-    return jax.tree.map(lambda a: jnp.asarray(rng.normal(size=np.shape(a))), tree)
+    assert_tree_close(actual, expected, DTYPE, **kw)
 
 
 def _cotangent_vjp(f):
@@ -140,8 +132,8 @@ def test_op_derivatives_match_dense_autodiff(name, rng):
     (non-smooth ops included: the data stay away from their kinks with probability 1)."""
     p = op_problem(name, rng)
     args = p.args
-    tangents = _random_like(rng, args)
-    ct = _random_like(rng, p.dense(*args))
+    tangents = random_like(rng, args)
+    ct = random_like(rng, p.dense(*args))
     _compare_with_dense(p.keops, p.dense, args, tangents, ct)
 
 
@@ -156,7 +148,7 @@ def test_op_check_grads_second_order(name, rng):
     p = op_problem(name, rng)
     args = p.args
     check_grads(p.keops, args, order=2, modes=("fwd", "rev"))
-    tangents = _random_like(rng, args)
+    tangents = random_like(rng, args)
     _compare_with_dense(_cotangent_vjp(p.keops), _cotangent_vjp(p.dense), args, tangents)
 
 
@@ -166,7 +158,7 @@ def test_piecewise_constant_ops_have_zero_derivatives(name, rng):
     and gradients (no kernel at all: their JVP rules return symbolic zeros)."""
     p = op_problem(name, rng)
     args = p.args
-    tangents = _random_like(rng, args)
+    tangents = random_like(rng, args)
     _, tangent_out = jax.jvp(p.keops, args, tangents)
     np.testing.assert_array_equal(np.asarray(tangent_out), 0.0)
     grads = jax.grad(lambda *a: jnp.sum(p.keops(*a) ** 2), argnums=tuple(range(len(args))))(
@@ -196,8 +188,8 @@ def test_reverse_mode_through_tensordot(params, rng):
     p = Problem([make("TensorDot", x, y, params=params)], "Sum", 1, [x, y],
                 [rng.standard_normal((M, da)), rng.standard_normal((N, db))], wrt=(0, 1))
     args = p.args
-    ct = _random_like(rng, p.dense(*args))
-    _compare_with_dense(p.keops, p.dense, args, _random_like(rng, args), ct)
+    ct = random_like(rng, p.dense(*args))
+    _compare_with_dense(p.keops, p.dense, args, random_like(rng, args), ct)
     check_grads(p.keops, args, order=2, modes=("rev",))
 
 
@@ -207,8 +199,8 @@ def test_reverse_mode_through_kron_with_matrix_shapes(rng):
     p = Problem([make("Kron", x, y, params=((2, 3, 1, 4),))], "Sum", 1, [x, y],
                 [rng.standard_normal((M, 6)), rng.standard_normal((N, 4))], wrt=(0, 1))
     args = p.args
-    ct = _random_like(rng, p.dense(*args))
-    _compare_with_dense(p.keops, p.dense, args, _random_like(rng, args), ct, second=True)
+    ct = random_like(rng, p.dense(*args))
+    _compare_with_dense(p.keops, p.dense, args, random_like(rng, args), ct, second=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,8 +291,8 @@ def test_reduction_derivatives_match_dense_autodiff(name, axis, rng):
     p = reduction_problem(name, axis, rng)
     f, dense = _values_only(p)
     args = p.args
-    tangents = _random_like(rng, args)
-    ct = _random_like(rng, dense(*args))
+    tangents = random_like(rng, args)
+    ct = random_like(rng, dense(*args))
     _compare_with_dense(f, dense, args, tangents, ct, second=True)
     if len(p.spec.outputs) > 1:  # Min_ArgMin, Max_ArgMax, KMin_ArgKMin: the index output
         (values, idx), (t_values, t_idx) = jax.jvp(p.keops, args, tangents)
@@ -321,7 +313,7 @@ def test_index_reductions_have_zero_derivatives(name, axis, rng):
     idx = p.keops(*args)
     assert jnp.issubdtype(idx.dtype, jnp.integer)
     np.testing.assert_array_equal(np.asarray(idx), np.asarray(p.dense(*args)))
-    tangents = _random_like(rng, args)
+    tangents = random_like(rng, args)
     for fn in (p.keops, p.dense):
         primal, tangent = jax.jvp(fn, args, tangents)
         assert tangent.dtype == jax.dtypes.float0 and tangent.shape == idx.shape

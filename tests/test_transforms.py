@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_tree_close, random_like
 
 from jaxkeops import Pm, Vi, Vj, _lowering
 from jaxkeops.runtime import loaded_kernels
@@ -65,15 +65,7 @@ def data(rng, axis=1, batch=(), y_batch=None, p_batch=None, w_batch=None):
 
 
 def close(actual, expected, **kw):
-    a_leaves, a_tree = jax.tree.flatten(actual)
-    e_leaves, e_tree = jax.tree.flatten(expected)
-    assert a_tree == e_tree, f"{a_tree} != {e_tree}"
-    for a, e in zip(a_leaves, e_leaves):
-        assert_close(a, e, DTYPE, **kw)
-
-
-def randn_like(rng, tree):
-    return jax.tree.map(lambda a: jnp.asarray(rng.normal(size=np.shape(a))), tree)
+    assert_tree_close(actual, expected, DTYPE, **kw)
 
 
 def maybe_jit(fn, jit):
@@ -97,10 +89,10 @@ def test_value_grad_jvp_vjp(axis, jit, rng):
     for transform in (jax.grad, jax.value_and_grad):
         close(maybe_jit(transform(half_sq(gauss, axis), argnums=ALL), jit)(*args),
               jax.jit(transform(half_sq(gauss_dense, axis), argnums=ALL))(*args))
-    tangents = randn_like(rng, args)
+    tangents = random_like(rng, args)
     close(maybe_jit(lambda *a: jax.jvp(ours, a, tangents), jit)(*args),
           jax.jit(lambda *a: jax.jvp(ref, a, tangents))(*args))
-    ct = randn_like(rng, ref(*args))
+    ct = random_like(rng, ref(*args))
     close(maybe_jit(lambda *a: jax.vjp(ours, *a)[1](ct), jit)(*args),
           jax.jit(lambda *a: jax.vjp(ref, *a)[1](ct))(*args))
 
@@ -123,7 +115,7 @@ def test_jacobians_and_hessian(axis, jit, rng):
 def test_hessian_vector_products_both_ways(jit, rng):
     """Forward-over-reverse and reverse-over-forward give the same Hessian-vector product."""
     args = data(rng)
-    v = randn_like(rng, args)
+    v = random_like(rng, args)
     loss, loss_ref = half_sq(gauss), half_sq(gauss_dense)
 
     def fwd_over_rev(fn):
@@ -176,7 +168,7 @@ def test_vmap_over_any_argument(mapped, axis, rng):
     g_ref = jax.jit(jax.vmap(jax.grad(half_sq(gauss_dense, axis), argnums=ALL), in_axes))
     close(g(*args), g_ref(*args))
     close(jax.jit(g)(*args), g_ref(*args))
-    tangents = randn_like(rng, tuple(args))  # batched like the primals
+    tangents = random_like(rng, tuple(args))  # batched like the primals
 
     def jvp_of(fn):
         return lambda *a: jax.jvp(fn, a[:4], a[4:])[1]
@@ -277,7 +269,7 @@ def test_grads_sum_over_broadcast_batch_dims(jit, axis, rng):
     close(grads[2], per_element[2].sum(0))
     close(grads[3], per_element[3].sum(0))
     # Forward mode with broadcast tangents.
-    tangents = randn_like(rng, (x, y, p, w))
+    tangents = random_like(rng, (x, y, p, w))
     close(jax.jvp(lambda *a: gauss(*a, axis=axis), (x, y, p, w), tangents),
           jax.jvp(lambda *a: gauss_dense(*a, axis=axis), (x, y, p, w), tangents))
 
@@ -308,7 +300,7 @@ def test_linearize_and_checkpoint(rng):
     """jax.linearize (forward mode, evaluated later) and jax.checkpoint (rematerialised in
     the backward pass) go through the same rules."""
     args = data(rng)
-    tangents = randn_like(rng, args)
+    tangents = random_like(rng, args)
     out, f_lin = jax.linearize(gauss, *args)
     expected = jax.jit(lambda *a: jax.jvp(gauss_dense, a, tangents))(*args)
     close((out, f_lin(*tangents)), expected)
