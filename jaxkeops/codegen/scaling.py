@@ -75,30 +75,28 @@ class Scaler:
             return self.absorb(args[0], c * k)
         if name == "Mult" and isinstance(args[0], Const) and args[0].dim == 1:
             return self.absorb(args[1], c * args[0].value)
-        if name == "Mult" and args[0].dim == args[1].dim:
-            a, b = (self.new.get(x, x) for x in args)
-            if self.side(args[0]) != PAIR:
-                return make("Mult", make("Mult", a, Const(c)), b)
-            if self.side(args[1]) != PAIR:
-                return make("Mult", a, make("Mult", b, Const(c)))
-            return None
+        if (name == "Mult" and args[0].dim == args[1].dim) or name == "Scalprod":
+            return self._scale_hoisted_operand(name, args, c)
         if name == "ReLU":  # relu(c a) = c relu(a) for c > 0
             inner = self.absorb(args[0], abs(c))
             if inner is None:
                 return None
             return make("ReLU", inner) if c > 0 else make("Minus", make("ReLU", inner))
-        if name == "Scalprod":
-            a, b = (self.new.get(x, x) for x in args)
-            if self.side(args[0]) != PAIR:
-                return make("Scalprod", make("Mult", a, Const(c)), b)
-            if self.side(args[1]) != PAIR:
-                return make("Scalprod", a, make("Mult", b, Const(c)))
-            return None
         if name == "SqDist" and all(self.side(a) != PAIR for a in args):
             root = math.sqrt(abs(c))
             a, b = (self.new.get(x, x) for x in args)
             scaled = make("SqDist", make("Mult", a, Const(root)), make("Mult", b, Const(root)))
             return scaled if c > 0 else make("Minus", scaled)
+        return None
+
+    def _scale_hoisted_operand(self, name: str, args: tuple[Node, ...], c: float) -> Node | None:
+        """c * op(a, b) for a bilinear op, with c on whichever operand is row- or column-only
+        (it hoists), or None when both depend on the pair."""
+        scaled = [self.new.get(x, x) for x in args]
+        for t in (0, 1):
+            if self.side(args[t]) != PAIR:
+                scaled[t] = make("Mult", scaled[t], Const(c))
+                return make(name, *scaled)
         return None
 
     def factors(self, node: Node, top: bool, out: list[Node]) -> float:

@@ -44,9 +44,10 @@ def fold_lines(d: int, term, combine: str = "{a} + {b}") -> list[str]:
     return lines
 
 
-def _reduce_dims(ctx: EmitContext, a: int, term, combine: str = "{a} + {b}") -> list[str]:
-    """`out[0] = term(0) (+) term(1) (+) ...` over the dims of operand `a`."""
-    body = fold_lines(ctx.args[a].dim, term, combine)
+def _reduce_dims(ctx: EmitContext, a: int, term, combine: str = "{a} + {b}",
+                 length: int | None = None) -> list[str]:
+    """`out[0] = term(0) (+) term(1) (+) ...` over the dims of operand `a` (or `length`)."""
+    body = fold_lines(ctx.args[a].dim if length is None else length, term, combine)
     return ["{", *("  " + line for line in body), f"  {ctx.out}[0] = acc;", "}"]
 
 
@@ -55,11 +56,7 @@ def _scalar(dims: tuple[int, ...], params: tuple) -> int:
 
 
 def _emit_fold(fold: Fold):
-    def emit(c: EmitContext) -> list[str]:
-        body = fold_lines(fold.length(c), lambda k: fold.term(c, k), fold.combine)
-        return ["{", *("  " + line for line in body), f"  {c.out}[0] = acc;", "}"]
-
-    return emit
+    return lambda c: _reduce_dims(c, 0, lambda k: fold.term(c, k), fold.combine, fold.length(c))
 
 
 def folding_op(name: str, arity: int, out_dim, fold: Fold, reference, **meta) -> OpSpec:
