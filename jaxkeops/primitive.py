@@ -8,7 +8,9 @@ static parameters `spec` (a `KernelSpec`), `n_out` and `n_red`; it returns one
 Rules:
 - JVP: the tangent of every value-producing reduction is another generated Sum reduction,
   linear in the tangents (see `autodiff/reduction_ad.py`), or, for Min/Max/KMin, the formula's
-  derivative evaluated densely at the selected pairs. Index outputs have zero tangents.
+  derivative evaluated densely at the selected pairs. Index outputs, and the sign output of
+  LogSumExpSigned, have zero tangents. Derived reductions keep the spec's sum scheme and
+  accumulator.
 - Transpose: only Sum reductions appear linearly; the transpose of one is a Sum reduction per
   group of linear operands (over the other axis for inner variables), from the symbolic
   transpose of its formula. Reverse mode is the transpose of forward mode, to any order.
@@ -131,19 +133,24 @@ def _jvp_rule(primals, tangents, *, spec: KernelSpec, n_out: int, n_red: int):
         return outs, zero_tangents
     if spec.reduction in SELECTING:
         return outs, _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red)
-    out_var = lse_var = None
-    if spec.reduction in ("LogSumExp", "SumSoftMaxWeight"):
+    out_var = lse_var = sign_var = None
+    if spec.reduction in ("LogSumExp", "LogSumExpSigned", "SumSoftMaxWeight"):
         out_var = fresh.var(outs[0].shape[-1], _outer_cat(spec))
         operands[out_var] = outs[0]
+    if spec.reduction == "LogSumExpSigned":
+        sign_var = fresh.var(outs[1].shape[-1], _outer_cat(spec))
+        operands[sign_var] = outs[1]
     if spec.reduction == "SumSoftMaxWeight":
         lse_var = fresh.var(1, _outer_cat(spec))
         operands[lse_var] = _bind_formulas(spec, spec.formulas[:1], "LogSumExp", spec.axis,
                                            operands, n_out, n_red)[0]
-    formula = sum_tangent_formula(spec.reduction, spec.formulas, tangent_vars, out_var, lse_var)
+    formula = sum_tangent_formula(spec.reduction, spec.formulas, tangent_vars, out_var, lse_var,
+                                  sign_var)
     if formula is None:
         return outs, zero_tangents
     tangent = _bind_formulas(spec, (formula,), "Sum", spec.axis, operands, n_out, n_red)[0]
-    return outs, [tangent]
+    # Only the first output moves: the other one of LogSumExpSigned is a sign.
+    return outs, [tangent, *zero_tangents[1:]]
 
 
 def _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red):

@@ -3,8 +3,9 @@ emulation of the CUDA execution model (tests/cuda_emulator: blocks of threads as
 dynamic shared memory per block, __syncthreads as a real barrier, race and bounds checks) and
 must match `jaxkeops.testing.dense_reduce`: every reduction, in float32/float64 and with
 float16/bfloat16 storage, both schedules, sizes that are not multiples of the block size,
-batch dims, ties, NaN/-inf, K > N, and the derivative kernels. Planted bugs (a missing barrier,
-a short or overrunning last tile) must be caught.
+batch dims, ties, NaN/-inf, K > N, every sum scheme and float64 accumulators (and how their
+accuracy ranks), the signed log-sum-exp's special rows, and the derivative kernels. Planted
+bugs (a missing barrier, a short or overrunning last tile) must be caught.
 """
 
 from __future__ import annotations
@@ -229,6 +230,91 @@ def test_derivative_kernels(kernels, schedule):
         arrays = data(spec, seed=seed)
         got = run(kernels, name, spec, arrays, schedule=schedule, block=BLOCK)
         check(got, spec, arrays)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sum schemes, float64 accumulators and the signed log-sum-exp.
+@pytest.mark.parametrize("schedule, chunks, order", SCHEDULES)
+@pytest.mark.parametrize("name", list(specs.ACCURACY))
+def test_sum_schemes_and_accumulators(kernels, name, schedule, chunks, order):
+    spec = kernels[1][name][0]
+    assert spec.sum_scheme == specs.ACCURACY[name][1]
+    arrays = data(spec)
+    got = run(kernels, name, spec, arrays, schedule=schedule, block=BLOCK, chunks=chunks,
+              order=order)
+    assert all(g.dtype == np.float32 for g in got)
+    check(got, spec, arrays)
+
+
+@pytest.mark.parametrize("schedule", ["rows", "split"])
+def test_float64_accumulator_with_float16_storage(kernels, schedule):
+    spec = kernels[1]["sum_acc64_float16"][0]
+    stored = [a.astype(np.float16) for a in data(spec)]
+    got = run(kernels, "sum_acc64_float16", spec, stored, out_dtype="float16",
+              schedule=schedule, block=BLOCK)
+    assert got[0].dtype == np.float16
+    check(got, spec, stored, rtol=HALF_TOL["float16"], atol=HALF_TOL["float16"],
+          ref_arrays=[a.astype(np.float32) for a in stored])
+
+
+def _cancelling_weights(n: int, rng) -> np.ndarray:
+    """Runs of 5000 terms near +1e4, then near -1e4: float32 sums of them lose most digits."""
+    runs = np.where((np.arange(n) // 5000) % 2 == 0, 1e4, -1e4)[:, None]
+    return (runs + rng.uniform(0, 1, (n, 2))).astype(np.float32)
+
+
+@pytest.mark.parametrize("schedule", ["rows", None])  # None: the plan's split, 116 chunks
+def test_sum_accuracy_ranks_the_schemes(kernels, schedule):
+    """s = 0 makes every term exactly b_j: the float64 sum of the float32 b is exact. One thread
+    summing 2e5 terms in float32 (direct) loses most digits, tile sums (block) fewer, Kahan
+    and float64 accumulators keep them all, chunks merged included."""
+    rng = np.random.default_rng(11)
+    n = 200_003
+    spec = kernels[1]["sum_float32"][0]
+    arrays = data(spec, m=3, n=n)
+    arrays[2] = _cancelling_weights(n, rng)
+    arrays[3][:] = 0
+    exact = arrays[2].astype(np.float64).sum(0)
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    errors = {}
+    for name in ("sum_direct", "sum_float32", "sum_kahan", "sum_acc64", "sum_direct_acc64",
+                 "sum_kahan_acc64"):
+        got = run(kernels, name, kernels[1][name][0], arrays, schedule=schedule, block=192)
+        errors[name] = (np.abs(got[0].astype(np.float64) - exact) / ulp).max()
+    for name in ("sum_acc64", "sum_direct_acc64", "sum_kahan_acc64"):
+        assert errors[name] <= 0.5, errors  # only the final rounding to float32
+    assert errors["sum_kahan"] <= 1.0, errors
+    assert errors["sum_direct"] > 3 * errors["sum_float32"] > 30, errors
+
+
+@pytest.mark.parametrize("schedule", ["rows", "split"])
+def test_signed_logsumexp_special_rows(kernels, schedule):
+    """With s = 0 every term is exp(0) b_j = b_j: rows whose weights are all negative, cancel
+    exactly, are all zero, or mixed; and s = -inf, where every term is +inf (inf b_j)."""
+    spec = kernels[1]["lse_signed_float32"][0]
+    n = 300
+    arrays = data(spec, m=4, n=n)
+    base = np.random.default_rng(2).uniform(0.5, 1.5, (n, 1)).astype(np.float32)
+    b = np.concatenate([-base, np.where(np.arange(n)[:, None] % 2 == 0, 1, -1) * base.mean()],
+                       axis=1).astype(np.float32)
+    arrays[2] = b
+    arrays[3][:] = 0
+    got = run(kernels, "lse_signed_float32", spec, arrays, schedule=schedule, block=BLOCK)
+    check(got, spec, arrays)
+    value, sign = got
+    assert (sign[:, 0] == -1).all()  # all negative
+    assert (sign[:, 1] == 0).all() and (value[:, 1] == -np.inf).all()  # exact cancellation
+    arrays[2] = np.zeros_like(b)
+    value, sign = run(kernels, "lse_signed_float32", spec, arrays, schedule=schedule,
+                      block=BLOCK)
+    assert (value == -np.inf).all() and (sign == 0).all()
+    arrays[2] = b
+    arrays[3][:] = -np.inf
+    got = run(kernels, "lse_signed_float32", spec, arrays, schedule=schedule, block=BLOCK)
+    check(got, spec, arrays)
+    value, sign = got
+    assert (value[:, 0] == np.inf).all() and (sign[:, 0] == -1).all()
+    assert np.isnan(value[:, 1]).all()  # inf - inf, as in jax.nn.logsumexp
 
 
 # ----------------------------------------------------------------------------------------------

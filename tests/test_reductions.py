@@ -45,7 +45,7 @@ def case(name: str, axis: int):
         return "LogSumExp", [F1], [X, Y], None
     if name == "LogSumExp-weighted":
         return "LogSumExp", [F1, weight(axis)], [X, Y, weight(axis)], None
-    if name == "SumSoftMaxWeight":
+    if name in ("SumSoftMaxWeight", "LogSumExpSigned"):
         return name, [F1, weight(axis)], [X, Y, weight(axis)], None
     k = K if REDUCTIONS[name].needs_k else None
     return name, [F3], [X, Y], k
@@ -69,7 +69,8 @@ def arrays_for(variables, axis, n_out, n_red, dtype, rng, low=-1.5, high=1.5):
 
 def check_outputs(name, got, ref, dtype, k):
     spec = REDUCTIONS[name.split("-")[0]]
-    dims = (3,) if name not in ("LogSumExp", "LogSumExp-weighted", "SumSoftMaxWeight") else (
+    dims = (3,) if name not in ("LogSumExp", "LogSumExp-weighted", "SumSoftMaxWeight",
+                                "LogSumExpSigned") else (
         (1,) if name == "LogSumExp" else (1, 3))
     for out, g, r in zip(spec.outputs(dims, k), got, ref):
         assert g.shape == r.shape

@@ -5,10 +5,13 @@ tangent variables, so reverse mode only ever has to transpose a Sum:
 
     Sum:               d out_i = sum_j dF_ij
     LogSumExp:         d out_i = sum_j exp(F_ij - out_i) (dF_ij w_j + dw_j)     (w = 1 unweighted)
+    LogSumExpSigned:   d out_i = sign_i sum_j exp(F_ij - out_i) (dF_ij w_j + dw_j)
+                       (out = log|S|, S = sign exp(out): d out = dS / S); the sign has a zero
+                       tangent
     SumSoftMaxWeight:  d out_i = sum_j exp(F_ij - lse_i) (dF_ij (v_j - out_i) + dv_j)
     Min, Max, KMin:    d out_i = dF at the selected pairs (evaluated densely, see primitive.py)
 
-`out_i` and `lse_i` enter these formulas as new variables indexed like the output.
+`out_i`, `sign_i` and `lse_i` enter these formulas as new variables indexed like the output.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ..formulas.algebra import add, mul, sub
 from .formula_ad import jvp
 
 # The reductions whose JVP is a Sum reduction built here; the rest select pairs.
-SUM_TANGENT = ("Sum", "LogSumExp", "SumSoftMaxWeight")
+SUM_TANGENT = ("Sum", "LogSumExp", "LogSumExpSigned", "SumSoftMaxWeight")
 SELECTING = {"Min": "ArgMin", "Max": "ArgMax", "Min_ArgMin": None, "Max_ArgMax": None,
              "KMin": "ArgKMin", "KMin_ArgKMin": None}
 INDEX_ONLY = ("ArgMin", "ArgMax", "ArgKMin")
@@ -32,13 +35,15 @@ def sum_tangent_formula(
     tangents: Mapping[Var, Var],
     out: Var | None = None,
     lse: Var | None = None,
+    sign: Var | None = None,
 ) -> Node | None:
-    """The formula of the Sum reduction that is the JVP of `reduction` (None if zero)."""
+    """The formula of the Sum reduction that is the JVP of the first output of `reduction`
+    (None if zero)."""
     d = [jvp(f, tangents) for f in formulas]
     if reduction == "Sum":
         return d[0]
     f = formulas[0]
-    if reduction == "LogSumExp":
+    if reduction in ("LogSumExp", "LogSumExpSigned"):
         weighted = len(formulas) > 1
         if weighted:
             w, dw = formulas[1], d[1]
@@ -47,7 +52,8 @@ def sum_tangent_formula(
             inner = d[0]
         if inner is None:
             return None
-        return make("Mult", make("Exp", make("Subtract", f, out)), inner)
+        tangent = make("Mult", make("Exp", make("Subtract", f, out)), inner)
+        return tangent if reduction == "LogSumExp" else make("Mult", sign, tangent)
     if reduction == "SumSoftMaxWeight":
         v, dv = formulas[1], d[1]
         inner = add(mul(d[0], sub(v, out)), dv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..formulas import OPS, Const, Op, Var, make, walk
+from ..reductions import CppOptions
 from .hoist import hoist
 from .linear import LinearPlan, plan_linear_sum
 from .printer import print_body, print_tile_body
@@ -43,7 +44,7 @@ def column_block(formulas) -> int:
 
 # The CPU log-sum-exp reductions take their exponent in base 2 (f log2 e): the constant joins
 # the formula's own constants (scaling.py), and the kernel calls 2^x instead of e^x.
-BASE2_REDUCTIONS = ("LogSumExp", "SumSoftMaxWeight")
+BASE2_REDUCTIONS = ("LogSumExp", "LogSumExpSigned", "SumSoftMaxWeight")
 
 
 def _kernel_formulas(spec: KernelSpec, plan: LinearPlan | None) -> tuple:
@@ -58,8 +59,9 @@ def _kernel_formulas(spec: KernelSpec, plan: LinearPlan | None) -> tuple:
 def _reduction(spec: KernelSpec, plan: LinearPlan | None) -> tuple[str, list[str]]:
     """The C++ reduction type, and the declarations it needs."""
     if plan is None:
-        return spec.reduction_spec.cpp(spec.formula_dims, spec.k, "V_RED",
-                                       INDEX_TYPES[spec.index_dtype], spec.sum_scheme), []
+        options = CppOptions("V_RED", INDEX_TYPES[spec.index_dtype], spec.sum_scheme,
+                             SCALAR_TYPES[spec.accumulator] if spec.accumulator else None)
+        return spec.reduction_spec.cpp(spec.formula_dims, spec.k, options), []
     rows = [f"    {{{t.coef}, {spec.args.index(t.var)}, "
             f"{str(spec.role(t.var) == ROLE_INNER).lower()}, {t.factor!r}}},  // {t.var!r}"
             for t in plan.terms]
@@ -82,7 +84,8 @@ def render_cpu(spec: KernelSpec) -> str:
         arg_rows.append(f"    {{{role}, {var.dim}, {dims[role]}}},  // {var!r}")
         dims[role] += var.dim
     raw_outer, raw_inner = dims[ROLE_OUTER], dims[ROLE_INNER]
-    plan = plan_linear_sum(spec)
+    # The matrix-product schedule of linear.py sums in the compute dtype.
+    plan = plan_linear_sum(spec) if spec.accumulator is None else None
     h = hoist(spec, for_codegen(spec, _kernel_formulas(spec, plan)))
     pre_outer = print_body(h.outer, layout) if h.outer else []
     pre_inner = print_body(h.inner, layout) if h.inner else []

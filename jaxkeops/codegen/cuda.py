@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..reductions import SCHEME_ENUMS
 from .printer import print_body
 from .spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
 
@@ -55,13 +56,28 @@ def compute_type(spec: KernelSpec) -> str:
     return COMPUTE_TYPES[spec.dtype]
 
 
+LSE_OUTPUTS = {"LogSumExp": "LSE_OUT", "LogSumExpSigned": "SIGNED_LSE_OUT",
+               "SumSoftMaxWeight": "SOFTMAX_OUT"}
+
+
+def accumulator_type(spec: KernelSpec) -> str:
+    """The C++ scalar type sum-type reductions add their terms in."""
+    return COMPUTE_TYPES[spec.accumulator] if spec.accumulator else compute_type(spec)
+
+
+def _sum_args(spec: KernelSpec, c: str) -> str:
+    """The trailing template arguments of a sum-type reduction: scheme and accumulator."""
+    acc = accumulator_type(spec)
+    return f"jk::gpu::{SCHEME_ENUMS[spec.sum_scheme]}" + (f", {acc}" if acc != c else "")
+
+
 def _reduction(spec: KernelSpec, c: str) -> tuple[str, int, int]:
     """(C++ type, partial values, partial indices) of the spec's reduction on the GPU."""
     dims, name, k = spec.formula_dims, spec.reduction, spec.k
     d = dims[0]
+    kahan = spec.sum_scheme == "kahan"
     if name == "Sum":
-        kahan = spec.sum_scheme == "kahan"
-        return (f"jk::gpu::SumReduction<{c}, {d}, {str(kahan).lower()}>",
+        return (f"jk::gpu::SumReduction<{c}, {d}, {_sum_args(spec, c)}>",
                 2 * d if kahan else d, 0)
     extrema = {"Min": (False, True, False), "Max": (True, True, False),
                "ArgMin": (False, False, True), "ArgMax": (True, False, True),
@@ -74,13 +90,14 @@ def _reduction(spec: KernelSpec, c: str) -> tuple[str, int, int]:
     if name in kmins:
         value, arg = (str(x).lower() for x in kmins[name])
         return f"jk::gpu::KMinReduction<{c}, {d}, {k}, {value}, {arg}>", d * k, d * k
-    if name in ("LogSumExp", "SumSoftMaxWeight"):
+    if name in LSE_OUTPUTS:
         softmax = name == "SumSoftMaxWeight"
         weighted = len(dims) > 1
         wdim = dims[1] if weighted else 1
         acc = (wdim if weighted else 0) + (1 if softmax or not weighted else 0)
         return (f"jk::gpu::LogSumExpReduction<{c}, {wdim}, {str(weighted).lower()}, "
-                f"{str(softmax).lower()}>", 1 + acc, 0)
+                f"jk::gpu::{LSE_OUTPUTS[name]}, {_sum_args(spec, c)}>",
+                1 + (2 if kahan else 1) * acc, 0)
     raise NotImplementedError(f"no CUDA implementation of the {name} reduction")
 
 
@@ -88,6 +105,11 @@ def partial_sizes(spec: KernelSpec) -> tuple[int, int]:
     """Values and int64 indices in one partial state of the split schedule."""
     _, values, indices = _reduction(spec, compute_type(spec))
     return values, indices
+
+
+def partial_itemsize(spec: KernelSpec) -> int:
+    """Bytes per value of a partial state: the accumulator's (the compute type otherwise)."""
+    return ITEMSIZE[accumulator_type(spec)]
 
 
 def _loader(name: str, array: str, rows: str, loads: list[str]) -> list[str]:
@@ -220,9 +242,10 @@ def plan_launch(spec: KernelSpec, n_out: int, n_red: int, n_batch: int,
         return LaunchPlan(block, smem, 1, n_red, 0)
     values, indices = partial_sizes(spec)
     records = n_batch * chunks * n_out
-    value_bytes = records * values * ITEMSIZE[compute_type(spec)]
+    value_bytes = records * values * partial_itemsize(spec)
     scratch = (value_bytes + 7) // 8 * 8 + records * indices * 8
     return LaunchPlan(block, smem, chunks, chunk_len, scratch)
 
 
-__all__ = ["FAULTS", "LaunchPlan", "block_size", "partial_sizes", "plan_launch", "render_cuda"]
+__all__ = ["FAULTS", "LaunchPlan", "accumulator_type", "block_size", "partial_itemsize",
+           "partial_sizes", "plan_launch", "render_cuda"]

@@ -8,6 +8,7 @@ from .._shapes import check_call, index_dtype, kernel_operands
 from ..codegen.spec import HALF_DTYPES, KernelSpec
 from ..formulas import Node, Var
 from ..primitive import bind_reduction
+from ..reductions import DEFAULT_SUM_SCHEME
 
 
 def run_reduction(
@@ -18,12 +19,19 @@ def run_reduction(
     arrays: Sequence,
     names: Sequence[str],
     k: int | None = None,
-    sum_scheme: str = "block",
+    sum_scheme: str = DEFAULT_SUM_SCHEME,
+    accumulator: str | None = None,
 ) -> tuple:
     """Reduces `formulas` over i (axis=0) or j (axis=1); one array per output of the reduction.
 
     `arrays` follow the Genred layout: (*batch, M, dim) for i-variables, (*batch, N, dim) for
-    j-variables and (*batch, dim) for parameters. Outputs are (*batch, rows, *shape).
+    j-variables and (*batch, dim) for parameters. Outputs are (*batch, rows, *shape). A formula
+    with no variable of the output axis gives one output row, one with none of the reduced
+    axis reduces one row (as in pykeops).
+
+    `sum_scheme` ("direct", "block", "kahan", or KeOps' "auto", "direct_sum", "block_sum",
+    "kahan_scheme") and `accumulator` (None/"auto", "float32" or "float64") say how sum-type
+    reductions add their terms; other reductions take only the defaults (see KernelSpec).
     """
     layout = check_call(variables, arrays, names)
     half = layout.dtype in HALF_DTYPES
@@ -31,16 +39,11 @@ def run_reduction(
         formulas=tuple(formulas), reduction=reduction, axis=axis,
         dtype="float32" if half else layout.dtype, index_dtype=index_dtype(), k=k,
         sum_scheme=sum_scheme, args=tuple(variables),
-        storage_dtype=layout.dtype if half else None,
+        storage_dtype=layout.dtype if half else None, accumulator=accumulator,
     )
-    n_out, n_red = (layout.n_i, layout.n_j) if axis == 1 else (layout.n_j, layout.n_i)
-    for n, label in ((n_out, "output"), (n_red, "reduced")):
-        if n < 0:
-            missing = "i" if (axis == 1) == (label == "output") else "j"
-            raise ValueError(
-                f"{spec.describe()}: the formula has no {missing}-variable, so the number of "
-                f"{label} rows is unknown; add a Vi/Vj variable of that axis"
-            )
+    # An axis without variables has one row: the formula is constant along it.
+    n_i, n_j = max(layout.n_i, 1), max(layout.n_j, 1)
+    n_out, n_red = (n_i, n_j) if axis == 1 else (n_j, n_i)
     operands = kernel_operands(spec, arrays, layout.batch)
     outs = bind_reduction(spec, operands, n_out, n_red)
     return tuple(

@@ -1,5 +1,21 @@
-"""Reductions over the i or j axis: Sum, LogSumExp, Min/Max/Arg*, KMin/ArgKMin, SumSoftMaxWeight."""
+"""Reductions over the i or j axis: Sum, LogSumExp (and its signed variant), Min/Max/Arg*,
+KMin/ArgKMin, SumSoftMaxWeight; the sum schemes of the sum-type ones."""
 
-from .table import INDEX, REDUCTIONS, SUM_SCHEMES, VALUE, Output, ReductionSpec, reduction
+from .table import (
+    DEFAULT_SUM_SCHEME,
+    INDEX,
+    REDUCTIONS,
+    SCHEME_ENUMS,
+    SUM_SCHEME_ALIASES,
+    SUM_SCHEMES,
+    VALUE,
+    CppOptions,
+    Output,
+    ReductionSpec,
+    reduction,
+    sum_type_reductions,
+)
 
-__all__ = ["INDEX", "REDUCTIONS", "SUM_SCHEMES", "VALUE", "Output", "ReductionSpec", "reduction"]
+__all__ = ["DEFAULT_SUM_SCHEME", "INDEX", "REDUCTIONS", "SCHEME_ENUMS", "SUM_SCHEMES",
+           "SUM_SCHEME_ALIASES", "VALUE", "CppOptions", "Output", "ReductionSpec", "reduction",
+           "sum_type_reductions"]

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 VALUE = "value"
 INDEX = "index"
-SUM_SCHEMES = ("block", "kahan")
+# How a sum-type reduction adds its terms (KeOps' sum_scheme): "direct", a plain running sum;
+# "block", partial sums per tile of reduced rows added into the row total (the default); "kahan",
+# compensated summation of every term. KeOps' spellings are accepted as aliases.
+SUM_SCHEMES = ("direct", "block", "kahan")
+DEFAULT_SUM_SCHEME = "block"
+SUM_SCHEME_ALIASES = {"auto": DEFAULT_SUM_SCHEME, "direct_sum": "direct", "block_sum": "block",
+                      "kahan_scheme": "kahan"}
+# The C++ spelling of each scheme (cpu_reductions.h / cuda_reductions.h).
+SCHEME_ENUMS = {"direct": "DIRECT_SUM", "block": "BLOCK_SUM", "kahan": "KAHAN_SUM"}
 
 
 @dataclass(frozen=True)
@@ -25,15 +33,30 @@ class Output:
 
 
 @dataclass(frozen=True)
+class CppOptions:
+    """What the C++ type of a reduction depends on besides the formula dims and K."""
+    vtype: str  # the value type the formula is evaluated in
+    itype: str  # the C++ index type of index outputs
+    scheme: str = DEFAULT_SUM_SCHEME  # one of SUM_SCHEMES
+    accumulator: str | None = None  # the C++ scalar type of the sums; None: that of vtype
+
+    def sum_args(self) -> str:
+        """The trailing template arguments of a sum-type reduction."""
+        acc = f", {self.accumulator}" if self.accumulator else ""
+        return f"jk::{SCHEME_ENUMS[self.scheme]}{acc}"
+
+
+@dataclass(frozen=True)
 class ReductionSpec:
     name: str
     n_formulas: int  # 1, or 2 for a weighted LogSumExp and SumSoftMaxWeight
     needs_k: bool
     outputs: Callable[[tuple[int, ...], int | None], tuple[Output, ...]]
-    cpp: Callable[[tuple[int, ...], int | None, str, str, str], str]
+    cpp: Callable[[tuple[int, ...], int | None, CppOptions], str]  # the CPU C++ type
     reference: Callable
     scalar_formula: bool = False  # the first formula must have dim 1
     weight_optional: bool = False
+    sum_type: bool = False  # adds terms: takes a sum scheme and a wider accumulator
 
 
 REDUCTIONS: dict[str, ReductionSpec] = {}
@@ -51,23 +74,21 @@ def _kshape(d: int, k: int) -> tuple[int, ...]:
     return (k,) if d == 1 else (k, d)
 
 
-# Sum. The C++ template argument KAHAN is chosen by `sum_scheme` at kernel construction.
-def _sum_cpp(dims, k, vtype, itype, scheme):
-    kahan = "true" if scheme == "kahan" else "false"
-    return f"jk::SumReduction<{vtype}, {dims[0]}, {kahan}>"
+def _sum_cpp(dims, k, o: CppOptions):
+    return f"jk::SumReduction<{o.vtype}, {dims[0]}, {o.sum_args()}>"
 
 
 def _sum_ref(xp, vals, axis, k=None):
     return (xp.sum(vals[0], axis=axis),)
 
 
-_register(ReductionSpec("Sum", 1, False, _plain(VALUE), _sum_cpp, _sum_ref))
+_register(ReductionSpec("Sum", 1, False, _plain(VALUE), _sum_cpp, _sum_ref, sum_type=True))
 
 
 def _extremum(name, is_max, value, arg):
-    def cpp(dims, k, vtype, itype, scheme):
-        return (f"jk::ExtremumReduction<{vtype}, {dims[0]}, {str(is_max).lower()}, "
-                f"{str(value).lower()}, {str(arg).lower()}, {itype}>")
+    def cpp(dims, k, o: CppOptions):
+        return (f"jk::ExtremumReduction<{o.vtype}, {dims[0]}, {str(is_max).lower()}, "
+                f"{str(value).lower()}, {str(arg).lower()}, {o.itype}>")
 
     def outputs(dims, k):
         out = []
@@ -100,9 +121,9 @@ _extremum("Max_ArgMax", True, True, True)
 
 
 def _kmin(name, value, arg):
-    def cpp(dims, k, vtype, itype, scheme):
-        return (f"jk::KMinReduction<{vtype}, {dims[0]}, {k}, {str(value).lower()}, "
-                f"{str(arg).lower()}, {itype}>")
+    def cpp(dims, k, o: CppOptions):
+        return (f"jk::KMinReduction<{o.vtype}, {dims[0]}, {k}, {str(value).lower()}, "
+                f"{str(arg).lower()}, {o.itype}>")
 
     def outputs(dims, k):
         out = []
@@ -140,33 +161,60 @@ _kmin("ArgKMin", False, True)
 _kmin("KMin_ArgKMin", True, True)
 
 
-def _lse_cpp(dims, k, vtype, itype, scheme):
-    weighted = len(dims) > 1
-    wdim = dims[1] if weighted else 1
-    return f"jk::LogSumExpReduction<{vtype}, {wdim}, {str(weighted).lower()}, false>"
+# The log-sum-exp family shares one C++ reduction; what it outputs is its LSE_OUT /
+# SOFTMAX_OUT / SIGNED_LSE_OUT template argument.
+def _lse_family_cpp(kind: str):
+    def cpp(dims, k, o: CppOptions):
+        weighted = len(dims) > 1
+        wdim = dims[1] if weighted else 1
+        return (f"jk::LogSumExpReduction<{o.vtype}, {wdim}, {str(weighted).lower()}, "
+                f"jk::{kind}, {o.sum_args()}>")
+
+    return cpp
 
 
-def _lse_outputs(dims, k):
-    w = dims[1] if len(dims) > 1 else 1
-    return (Output(VALUE, w, (w,)),)
+def _weight_dim(dims) -> int:
+    return dims[1] if len(dims) > 1 else 1
 
 
-def _lse_ref(xp, vals, axis, k=None):
+def _shifted_sum(xp, vals, axis):
+    """(sum exp(f - m) w, m) along axis, with m the finite part of the maximum of f."""
     f = vals[0]
     m = xp.max(f, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     e = xp.exp(f - m)
     if len(vals) > 1:
         e = e * vals[1]
-    return (xp.log(xp.sum(e, axis=axis)) + xp.squeeze(m, axis),)
+    return xp.sum(e, axis=axis), xp.squeeze(m, axis)
 
 
-_register(ReductionSpec("LogSumExp", 2, False, _lse_outputs, _lse_cpp, _lse_ref,
-                        scalar_formula=True, weight_optional=True))
+def _lse_ref(xp, vals, axis, k=None):
+    total, m = _shifted_sum(xp, vals, axis)
+    return (xp.log(total) + m,)
 
 
-def _ssw_cpp(dims, k, vtype, itype, scheme):
-    return f"jk::LogSumExpReduction<{vtype}, {dims[1]}, true, true>"
+_register(ReductionSpec("LogSumExp", 2, False,
+                        lambda dims, k: (Output(VALUE, _weight_dim(dims), (_weight_dim(dims),)),),
+                        _lse_family_cpp("LSE_OUT"), _lse_ref, scalar_formula=True,
+                        weight_optional=True, sum_type=True))
+
+
+# log |sum_j exp(f_ij) w_ij| and its sign (-1, 0 or +1), per weight component: a log-sum-exp
+# whose weights may be negative (jax.nn.logsumexp(..., return_sign=True)). A zero sum gives
+# -inf and sign 0.
+def _lse_signed_outputs(dims, k):
+    w = _weight_dim(dims)
+    return (Output(VALUE, w, (w,)), Output(VALUE, w, (w,)))
+
+
+def _lse_signed_ref(xp, vals, axis, k=None):
+    total, m = _shifted_sum(xp, vals, axis)
+    return (xp.log(xp.abs(total)) + m, xp.sign(total))
+
+
+_register(ReductionSpec("LogSumExpSigned", 2, False, _lse_signed_outputs,
+                        _lse_family_cpp("SIGNED_LSE_OUT"), _lse_signed_ref, scalar_formula=True,
+                        weight_optional=True, sum_type=True))
 
 
 def _ssw_ref(xp, vals, axis, k=None):
@@ -178,7 +226,12 @@ def _ssw_ref(xp, vals, axis, k=None):
 
 _register(ReductionSpec("SumSoftMaxWeight", 2, False,
                         lambda dims, k: (Output(VALUE, dims[1], (dims[1],)),),
-                        _ssw_cpp, _ssw_ref, scalar_formula=True))
+                        _lse_family_cpp("SOFTMAX_OUT"), _ssw_ref, scalar_formula=True,
+                        sum_type=True))
+
+
+def sum_type_reductions() -> tuple[str, ...]:
+    return tuple(name for name, spec in REDUCTIONS.items() if spec.sum_type)
 
 
 def reduction(name: str) -> ReductionSpec:

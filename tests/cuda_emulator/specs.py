@@ -36,14 +36,17 @@ CATALOG = {
     "lse": ("LogSumExp", (SCALAR,), None),
     "lse_weighted": ("LogSumExp", (SCALAR, B), None),
     "ssw": ("SumSoftMaxWeight", (SCALAR, B), None),
+    "lse_signed": ("LogSumExpSigned", (SCALAR, B), None),  # B has both signs
 }
 
 
 def reduction_spec(name: str, dtype: str = "float32", axis: int = 1, index_dtype: str = "int32",
-                   sum_scheme: str = "block", k: int | None = None) -> KernelSpec:
+                   sum_scheme: str = "block", k: int | None = None,
+                   accumulator: str | None = None) -> KernelSpec:
     reduction, formulas, default_k = CATALOG[name]
     return KernelSpec(formulas, reduction, axis, dtype, index_dtype=index_dtype,
-                      k=k or default_k, sum_scheme=sum_scheme, args=ARGS)
+                      k=k or default_k, sum_scheme=sum_scheme, args=ARGS,
+                      accumulator=accumulator)
 
 
 def covers_every_reduction() -> bool:
@@ -153,7 +156,8 @@ AXIS0 = ("sum", "min_argmin", "kmin_argkmin", "lse_weighted")
 
 def catalog_specs() -> dict[str, tuple[KernelSpec, str]]:
     """name -> (spec, storage dtype) of every reduction in float32 and float64 (and in
-    float16/bfloat16 storage), over j and, for some, over i; Kahan sums; int64 indices."""
+    float16/bfloat16 storage), over j and, for some, over i; every sum scheme and float64
+    accumulators; int64 indices."""
     out = {}
     for name in CATALOG:
         for dtype in ("float32", "float64"):
@@ -163,16 +167,44 @@ def catalog_specs() -> dict[str, tuple[KernelSpec, str]]:
     for name in AXIS0:
         out[f"{name}_axis0"] = (reduction_spec(name, axis=0), "float32")
     out["sum_kahan"] = (reduction_spec("sum", sum_scheme="kahan"), "float32")
+    out.update(accuracy_specs())
     out["argkmin_int64"] = (reduction_spec("argkmin", index_dtype="int64"), "float32")
     out["kmin_argkmin_int64"] = (reduction_spec("kmin_argkmin", "float64", index_dtype="int64"),
                                  "float64")
     return out
 
 
+# The sum schemes and float64 accumulators of the sum-type reductions (float32 data): name ->
+# (catalog name, sum scheme, accumulator).
+ACCURACY = {
+    "sum_direct": ("sum", "direct", None),
+    "sum_acc64": ("sum", "block", "float64"),
+    "sum_direct_acc64": ("sum", "direct", "float64"),
+    "sum_kahan_acc64": ("sum", "kahan", "float64"),
+    "lse_direct": ("lse", "direct", None),
+    "lse_kahan_acc64": ("lse", "kahan", "float64"),
+    "lse_weighted_kahan": ("lse_weighted", "kahan", None),
+    "lse_weighted_acc64": ("lse_weighted", "block", "float64"),
+    "ssw_direct": ("ssw", "direct", None),
+    "ssw_kahan_acc64": ("ssw", "kahan", "float64"),
+    "lse_signed_kahan": ("lse_signed", "kahan", None),
+    "lse_signed_direct_acc64": ("lse_signed", "direct", "float64"),
+}
+
+
+def accuracy_specs() -> dict[str, tuple[KernelSpec, str]]:
+    out = {key: (reduction_spec(name, sum_scheme=scheme, accumulator=acc), "float32")
+           for key, (name, scheme, acc) in ACCURACY.items()}
+    # half-precision storage with a float64 accumulator
+    out["sum_acc64_float16"] = (reduction_spec("sum", accumulator="float64"), "float16")
+    return out
+
+
 # The reductions whose half-precision variants the compile tests build: the reduction code is
 # the same for every storage type, only the loads and stores differ (the emulation runs them
 # all).
-HALF_COMPILED = ("sum", "min_argmin", "kmin_argkmin", "lse_weighted", "ssw")
+HALF_COMPILED = ("sum", "min_argmin", "kmin_argkmin", "lse_weighted", "ssw", "lse_signed",
+                 "sum_acc64")
 
 
 def all_sources(derivatives: bool = True) -> dict[str, str]:

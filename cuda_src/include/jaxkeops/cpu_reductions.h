@@ -42,45 +42,129 @@ template <class J> JK_FN int64_t lane_index(const J& v, int l) {
   if constexpr (sizeof(J) <= 8) return (int64_t)v; else return (int64_t)v[l];
 }
 
-// Sum, with block summation (lanes add up within a tile, tiles add up per row) or, with
-// KAHAN, compensated summation of every term.
-template <class V, int DIM, bool KAHAN> struct SumReduction {
+// How sum-type reductions add their terms: a plain running sum per lane (DIRECT_SUM), sums per
+// tile of reduced rows added into the row's total (BLOCK_SUM), or compensated summation of
+// every term (KAHAN_SUM).
+enum SumScheme { DIRECT_SUM = 0, BLOCK_SUM = 1, KAHAN_SUM = 2 };
+
+// Values of type V added into sums of scalar type T: T is the scalar of V (one accumulator per
+// value), or double for float V, where each vector of L floats widens into N = 2 vectors of
+// L / 2 doubles (lane l of the value is lane l % (L / 2) of accumulator l / (L / 2)).
+template <class V, class T> struct Widen {
+  static_assert(std::is_same<T, scalar_t<V>>::value, "accumulators are V's scalar or double");
+  using A = V;
+  static constexpr int N = 1;
+  JK_FN static void split(const V& x, A* out) { out[0] = x; }
+};
+template <> struct Widen<float, double> {
+  using A = double;
+  static constexpr int N = 1;
+  JK_FN static void split(float x, A* out) { out[0] = x; }
+};
+#if !JK_DEVICE
+template <> struct Widen<vfloat, double> {
+  using A = vdouble;
+  static constexpr int N = 2;
+  typedef float half_t __attribute__((vector_size(JK_VECTOR_BYTES / 2)));
+  JK_FN static void split(const vfloat& x, A* out) {
+    // The halves by memcpy: the same single extract as __builtin_shufflevector (measured),
+    // which GCC only has from version 12.
+    half_t lo, hi;
+    memcpy(&lo, &x, sizeof(half_t));
+    memcpy(&hi, (const char*)&x + sizeof(half_t), sizeof(half_t));
+    out[0] = __builtin_convertvector(lo, vdouble);
+    out[1] = __builtin_convertvector(hi, vdouble);
+  }
+};
+#endif
+
+// Lane l of a value vector, read from its widened accumulators.
+template <class W> JK_FN auto widened_lane(const typename W::A* acc, int l) {
+  constexpr int LA = traits<typename W::A>::lanes;
+  return lane(acc[l / LA], l % LA);
+}
+
+// sum += x, keeping the rounding error in comp (the compensated sum is sum - comp).
+template <class A> JK_FN void kahan_add(A& sum, A& comp, A x) {
+  A y = x - comp;
+  A t = sum + y;
+  comp = (t - sum) - y;
+  sum = t;
+}
+
+// (sum, comp) += (other_sum, other_comp), two compensated sums (each worth sum - comp): the
+// rounding error of sum + other_sum is captured exactly (Knuth's two-sum), so merging lanes
+// loses nothing even when they cancel, where a Kahan step on other_sum would.
+template <class T> JK_FN void merge_compensated(T& sum, T& comp, T other_sum, T other_comp) {
+  T s = sum + other_sum;
+  T b = s - sum;
+  T err = (sum - (s - b)) + (other_sum - b);
+  sum = s;
+  comp = (comp + other_comp) - err;
+}
+
+// Sum per component, in scalars T, with the scheme SCHEME: the lanes add up their terms (per
+// tile, then into the row's total, for BLOCK_SUM; over the whole row otherwise), and the lanes
+// merge at the end of each tile (BLOCK_SUM) or of the row.
+template <class V, int DIM, int SCHEME, class T = scalar_t<V>> struct SumReduction {
   using S = scalar_t<V>;
+  using W = Widen<V, T>;
+  using A = typename W::A;
+  static constexpr int N = W::N, L = traits<V>::lanes;
   struct State {
-    V lanes[DIM], comp[DIM];
-    S total[DIM];
+    A lanes[DIM][N], comp[DIM][N];  // comp: Kahan's compensation (unused otherwise)
+    T total[DIM];  // BLOCK_SUM: the sum of the tiles so far
   };
+  JK_FN static void clear_lanes(State& s) {
+    for (int k = 0; k < DIM; ++k)
+      for (int h = 0; h < N; ++h) s.lanes[k][h] = cst<A>(0), s.comp[k][h] = cst<A>(0);
+  }
   JK_FN static void start_row(State& s) {
     for (int k = 0; k < DIM; ++k) s.total[k] = 0;
+    if constexpr (SCHEME != BLOCK_SUM) clear_lanes(s);
   }
   JK_FN static void start_tile(State& s) {
-    for (int k = 0; k < DIM; ++k) s.lanes[k] = cst<V>(0), s.comp[k] = cst<V>(0);
+    if constexpr (SCHEME == BLOCK_SUM) clear_lanes(s);
   }
   template <bool MASKED, class M>
   JK_FN static void accumulate(State& s, const V* f, int, M valid, int64_t) {
     for (int k = 0; k < DIM; ++k) {
       V x = f[k];
       if constexpr (MASKED) x = select(valid, x, cst<V>(0));
-      if constexpr (KAHAN) {
-        V y = x - s.comp[k];
-        V t = s.lanes[k] + y;
-        s.comp[k] = (t - s.lanes[k]) - y;
-        s.lanes[k] = t;
-      } else {
-        s.lanes[k] = s.lanes[k] + x;
+      A xs[N];
+      W::split(x, xs);
+      for (int h = 0; h < N; ++h) {
+        if constexpr (SCHEME == KAHAN_SUM) kahan_add(s.lanes[k][h], s.comp[k][h], xs[h]);
+        else s.lanes[k][h] = s.lanes[k][h] + xs[h];
       }
     }
   }
   JK_FN static void end_tile(State& s, int64_t) {
-    for (int k = 0; k < DIM; ++k) {
-      S tile = 0;
-      for (int l = 0; l < traits<V>::lanes; ++l) tile += lane(s.lanes[k], l);
-      s.total[k] += tile;
+    if constexpr (SCHEME == BLOCK_SUM) {
+      for (int k = 0; k < DIM; ++k) {
+        T tile = 0;
+        for (int l = 0; l < L; ++l) tile += widened_lane<W>(s.lanes[k], l);
+        s.total[k] += tile;
+      }
     }
   }
   JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
     S* out = (S*)outs[0] + row * DIM;
-    for (int k = 0; k < DIM; ++k) out[k] = s.total[k];
+    for (int k = 0; k < DIM; ++k) {
+      if constexpr (SCHEME == BLOCK_SUM) {
+        out[k] = (S)s.total[k];
+      } else if constexpr (SCHEME == DIRECT_SUM) {
+        T sum = 0;
+        for (int l = 0; l < L; ++l) sum += widened_lane<W>(s.lanes[k], l);
+        out[k] = (S)sum;
+      } else {
+        T sum = 0, comp = 0;
+        for (int l = 0; l < L; ++l)
+          merge_compensated<T>(sum, comp, widened_lane<W>(s.lanes[k], l),
+                               widened_lane<W>(s.comp[k], l));
+        out[k] = (S)(sum - comp);
+      }
+    }
   }
 };
 
@@ -208,74 +292,151 @@ template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinRed
   }
 };
 
+// What a LogSumExpReduction outputs.
+enum LseOutput { LSE_OUT = 0, SOFTMAX_OUT = 1, SIGNED_LSE_OUT = 2 };
+
 // Streaming log-sum-exp of a scalar formula f, with a running maximum m per SIMD lane:
-//   LSE (SOFTMAX false):  out[k] = m + log(sum exp(f - m) * w[k])   (w = 1 when unweighted)
-//   SumSoftMaxWeight:     out[k] = sum exp(f - m) * w[k] / sum exp(f - m)
+//   LSE_OUT:         out[k] = m + log(sum exp(f - m) * w[k])   (w = 1 when unweighted)
+//   SIGNED_LSE_OUT:  out[k] = m + log|sum exp(f - m) * w[k]|, and its sign (-1, 0, +1) in a
+//                    second output
+//   SOFTMAX_OUT:     out[k] = sum exp(f - m) * w[k] / sum exp(f - m)   (SumSoftMaxWeight)
 // Formula component 0 is f in base 2, f log2(e) (the code generator folds the constant into the
-// formula), so that every term is one 2^x; w is the next WDIM components. Each lane keeps its maximum across
-// tiles, so that after the first few vectors almost no vector raises it and the common case
-// costs one exp per term; sums are blocked per tile (s), then added to per-lane totals (t).
-// All -inf terms give -inf (LSE) or NaN (softmax, 0/0), never a NaN from (-inf) - (-inf).
-template <class V, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduction {
+// formula), so that every term is one 2^x; w is the next WDIM components. Each lane keeps its
+// maximum across tiles, so that after the first few vectors almost no vector raises it and the
+// common case costs one exp per term. The sums are in scalars T (the terms are widened to it
+// first, see Widen), added up with SCHEME: per tile, then into the row's sums (BLOCK_SUM),
+// straight into the row's sums (DIRECT_SUM), or with compensation (KAHAN_SUM).
+// All -inf terms give -inf (LSE) or NaN (softmax, 0/0), never a NaN from (-inf) - (-inf); a
+// +inf term counts as +inf (times its weight), not as the NaN of (+inf) - (+inf): +inf terms
+// give +inf, or NaN where their weights have both signs, as in jax.nn.logsumexp.
+template <class V, int WDIM, bool WEIGHTED, int OUT, int SCHEME, class T = scalar_t<V>>
+struct LogSumExpReduction {
   using S = scalar_t<V>;
+  using W = Widen<V, T>;
+  using A = typename W::A;
+  static constexpr int N = W::N, L = traits<V>::lanes;
+  static constexpr bool SOFTMAX = OUT == SOFTMAX_OUT;
   static constexpr int ACC = (WEIGHTED ? WDIM : 0) + (SOFTMAX || !WEIGHTED ? 1 : 0);
   static constexpr int FIRST_WEIGHT = (SOFTMAX || !WEIGHTED) ? 1 : 0;
   struct State {
-    V m, s[ACC], t[ACC];
+    V m;
+    // BLOCK_SUM: this tile's sums; KAHAN_SUM: the compensation of the row's sums.
+    A part[ACC][N];
+    A row[ACC][N];  // the row's sums, scaled by 2^-m
   };
   JK_FN static void start_row(State& s) {
     s.m = cst<V>(-INFINITY);
-    for (int k = 0; k < ACC; ++k) s.s[k] = cst<V>(0), s.t[k] = cst<V>(0);
+    for (int k = 0; k < ACC; ++k)
+      for (int h = 0; h < N; ++h) s.part[k][h] = cst<A>(0), s.row[k][h] = cst<A>(0);
   }
   JK_FN static void start_tile(State&) {}
-  JK_FN static void add_terms(State& s, V e, const V* f) {
-    if constexpr (FIRST_WEIGHT == 1) s.s[0] = s.s[0] + e;
-    if constexpr (WEIGHTED)
-      for (int q = 0; q < WDIM; ++q) s.s[FIRST_WEIGHT + q] = s.s[FIRST_WEIGHT + q] + e * f[1 + q];
+  JK_FN static void add(State& s, int k, const A* x) {
+    for (int h = 0; h < N; ++h) {
+      if constexpr (SCHEME == BLOCK_SUM) s.part[k][h] = s.part[k][h] + x[h];
+      else if constexpr (SCHEME == DIRECT_SUM) s.row[k][h] = s.row[k][h] + x[h];
+      else kahan_add(s.row[k][h], s.part[k][h], x[h]);
+    }
+  }
+  // Adds e (and e times each weight w[q]) to the sums. The terms are formed in V, then
+  // widened: one conversion per term (a float product is as accurate as the float e in it).
+  JK_FN static void add_terms(State& s, V e, const V* w) {
+    A term[N];
+    if constexpr (FIRST_WEIGHT == 1) {
+      W::split(e, term);
+      add(s, 0, term);
+    }
+    if constexpr (WEIGHTED) {
+      for (int q = 0; q < WDIM; ++q) {
+        W::split(e * w[q], term);
+        add(s, FIRST_WEIGHT + q, term);
+      }
+    }
+  }
+  // Rescales the sums from the maxima m_old to m_new (lanes where it stays keep their scale).
+  JK_FN static void rescale(State& s, V m_old, V m_new) {
+    A mo[N], mn[N];
+    W::split(m_old, mo);
+    W::split(m_new, mn);
+    for (int h = 0; h < N; ++h) {
+      A scale = select(mo[h] == mn[h], cst<A>(1), exp2(mo[h] - mn[h]));
+      for (int k = 0; k < ACC; ++k)
+        s.part[k][h] = s.part[k][h] * scale, s.row[k][h] = s.row[k][h] * scale;
+    }
   }
   template <bool MASKED, class M>
   JK_FN static void accumulate(State& s, const V* f, int, M valid, int64_t) {
+    if constexpr (MASKED) {
+      // Lanes past the end hold the formula at zero-padded rows: their weights may be inf or
+      // NaN, which a zero factor would not cancel.
+      V g[1 + (WEIGHTED ? WDIM : 0)];
+      g[0] = select(valid, f[0], cst<V>(-INFINITY));
+      if constexpr (WEIGHTED)
+        for (int q = 0; q < WDIM; ++q) g[1 + q] = select(valid, f[1 + q], cst<V>(0));
+      accumulate_values(s, g);
+    } else {
+      accumulate_values(s, f);
+    }
+  }
+  JK_FN static void accumulate_values(State& s, const V* f) {
     V x = f[0];
-    if constexpr (MASKED) x = select(valid, x, cst<V>(-INFINITY));
     if (all_lt(x, s.m)) {
-      add_terms(s, exp2(x - s.m), f);
+      add_terms(s, exp2(x - s.m), f + 1);
       return;
     }
     V m_new = max_nan(s.m, x);
     auto empty = m_new == cst<V>(-INFINITY);
-    V scale = select(empty, cst<V>(1), exp2(s.m - m_new));
-    V e = select(empty, cst<V>(0), exp2(x - m_new));
-    for (int k = 0; k < ACC; ++k) s.s[k] = s.s[k] * scale, s.t[k] = s.t[k] * scale;
+    V at_max = select(x == cst<V>(INFINITY), cst<V>(INFINITY), cst<V>(1));
+    V e = select(empty, cst<V>(0), select(x == m_new, at_max, exp2(x - m_new)));
+    rescale(s, s.m, m_new);
     s.m = m_new;
-    add_terms(s, e, f);
+    add_terms(s, e, f + 1);
   }
   JK_FN static void end_tile(State& s, int64_t) {
-    for (int k = 0; k < ACC; ++k) s.t[k] = s.t[k] + s.s[k], s.s[k] = cst<V>(0);
+    if constexpr (SCHEME == BLOCK_SUM)
+      for (int k = 0; k < ACC; ++k)
+        for (int h = 0; h < N; ++h)
+          s.row[k][h] = s.row[k][h] + s.part[k][h], s.part[k][h] = cst<A>(0);
   }
   JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
     S m = -INFINITY;
-    for (int l = 0; l < traits<V>::lanes; ++l) {
+    for (int l = 0; l < L; ++l) {
       S ml = lane(s.m, l);
       if (ml > m || ml != ml) m = ml;
     }
-    S acc[ACC];
-    for (int k = 0; k < ACC; ++k) acc[k] = 0;
+    T acc[ACC], comp[ACC];
+    for (int k = 0; k < ACC; ++k) acc[k] = 0, comp[k] = 0;
     if (m != -INFINITY) {
-      for (int l = 0; l < traits<V>::lanes; ++l) {
+      for (int l = 0; l < L; ++l) {
         S ml = lane(s.m, l);
         if (ml == -INFINITY) continue;
-        S scale = (S)::exp2((double)(ml - m));
-        for (int k = 0; k < ACC; ++k) acc[k] += lane(s.t[k], l) * scale;
+        T scale = ml == m ? T(1) : (T)::exp2((double)(ml - m));
+        for (int k = 0; k < ACC; ++k) {
+          T sum = widened_lane<W>(s.row[k], l) * scale;
+          if constexpr (SCHEME == KAHAN_SUM)
+            merge_compensated<T>(acc[k], comp[k], sum, widened_lane<W>(s.part[k], l) * scale);
+          else
+            acc[k] += sum;
+        }
       }
     }
+    if constexpr (SCHEME == KAHAN_SUM)
+      for (int k = 0; k < ACC; ++k) acc[k] -= comp[k];
     S* out = (S*)outs[0];
     if constexpr (SOFTMAX) {
       out += row * WDIM;
-      for (int q = 0; q < WDIM; ++q) out[q] = acc[1 + q] / acc[0];
-    } else {
+      for (int q = 0; q < WDIM; ++q) out[q] = (S)(acc[1 + q] / acc[0]);
+    } else if constexpr (OUT == LSE_OUT) {
       out += row * ACC;
       for (int k = 0; k < ACC; ++k)
         out[k] = (S)(((double)m + ::log2((double)acc[k])) * 0.6931471805599453);
+    } else {
+      S* sign = (S*)outs[1] + row * ACC;
+      out += row * ACC;
+      for (int k = 0; k < ACC; ++k) {
+        double value = (double)m + ::log2(::fabs((double)acc[k]));
+        out[k] = (S)(value * 0.6931471805599453);
+        sign[k] = value != value ? (S)NAN : (S)((acc[k] > 0) - (acc[k] < 0));
+      }
     }
   }
 };

@@ -176,19 +176,21 @@ template <class F> struct RowWriter {
 };
 
 // Where the partial state of (batch b, chunk c, row) lives in the scratch buffer: all values
-// first, then all int64 indices; field f of consecutive rows are adjacent (coalesced stores).
+// (of the reduction's Partial type) first, then all int64 indices; field f of consecutive rows
+// are adjacent (coalesced stores).
 template <class F, class R> struct PartialLayout {
-  using C = typename F::C;
-  C* values;
+  using P = typename R::Partial;
+  P* values;
   int64_t* indices;
   int64_t n_out;
-  JK_FN PartialLayout(const jk_cuda_params& P) : n_out(P.n_out) {
-    char* base = (char*)P.ptr[F::N_ARGS + F::N_OUTS];
-    int64_t value_bytes = P.n_batch * P.n_chunks * R::PARTIAL_VALUES * P.n_out * (int64_t)sizeof(C);
-    values = (C*)base;
+  JK_FN PartialLayout(const jk_cuda_params& params) : n_out(params.n_out) {
+    char* base = (char*)params.ptr[F::N_ARGS + F::N_OUTS];
+    int64_t value_bytes =
+        params.n_batch * params.n_chunks * R::PARTIAL_VALUES * params.n_out * (int64_t)sizeof(P);
+    values = (P*)base;
     indices = (int64_t*)(base + (value_bytes + 7) / 8 * 8);
   }
-  JK_FN C* v(int64_t b, int64_t n_chunks, int64_t c, int64_t row) const {
+  JK_FN P* v(int64_t b, int64_t n_chunks, int64_t c, int64_t row) const {
     return values + ((b * n_chunks + c) * R::PARTIAL_VALUES) * n_out + row;
   }
   JK_FN int64_t* ix(int64_t b, int64_t n_chunks, int64_t c, int64_t row) const {
@@ -247,9 +249,9 @@ template <class F, class R> JK_FN void run_rows(const jk_cuda_params& P) {
     if (!active) continue;
     if (split) {
       PartialLayout<F, R> layout(P);
-      C* v = layout.v(b, P.n_chunks, chunk, row);
+      typename R::Partial* v = layout.v(b, P.n_chunks, chunk, row);
       int64_t* ix = layout.ix(b, P.n_chunks, chunk, row);
-      JK_GLOBAL_ACCESS(v + (R::PARTIAL_VALUES - 1) * P.n_out, sizeof(C), true);
+      JK_GLOBAL_ACCESS(v + (R::PARTIAL_VALUES - 1) * P.n_out, sizeof(*v), true);
       if (R::PARTIAL_INDICES > 0)
         JK_GLOBAL_ACCESS(ix + (R::PARTIAL_INDICES - 1) * P.n_out, sizeof(int64_t), true);
       R::save(st, v, ix, P.n_out);
@@ -262,7 +264,6 @@ template <class F, class R> JK_FN void run_rows(const jk_cuda_params& P) {
 
 // Folds the partial states of every chunk of a row, in chunk order, and writes the outputs.
 template <class F, class R> JK_FN void combine_rows(const jk_cuda_params& P) {
-  using C = typename F::C;
   constexpr int N_OPS = F::N_ARGS + F::N_OUTS;
   const int64_t row = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (row >= P.n_out) return;
@@ -271,8 +272,8 @@ template <class F, class R> JK_FN void combine_rows(const jk_cuda_params& P) {
     char* ptr[N_OPS];
     batch_pointers<N_OPS>(P, b, ptr);
     typename R::State st, next;
-    const C* last = layout.v(b, P.n_chunks, P.n_chunks - 1, row);
-    JK_GLOBAL_ACCESS(last + (R::PARTIAL_VALUES - 1) * P.n_out, sizeof(C), false);
+    const typename R::Partial* last = layout.v(b, P.n_chunks, P.n_chunks - 1, row);
+    JK_GLOBAL_ACCESS(last + (R::PARTIAL_VALUES - 1) * P.n_out, sizeof(*last), false);
     R::load(st, layout.v(b, P.n_chunks, 0, row), layout.ix(b, P.n_chunks, 0, row), P.n_out);
     for (int64_t c = 1; c < P.n_chunks; ++c) {
       R::load(next, layout.v(b, P.n_chunks, c, row), layout.ix(b, P.n_chunks, c, row), P.n_out);

@@ -8,10 +8,11 @@
 //   start_tile / end_tile        bracket the rows of one shared-memory tile (block sums)
 //   accumulate(State&, const C* f, int64_t j)    folds in f, the formula at reduced row j
 //   finish(const State&, W& w)   writes the row's outputs through w.value / w.index
-//   PARTIAL_VALUES, PARTIAL_INDICES, save, load, combine
-//                                the split schedule: a state as a record of values and int64
-//                                indices in global memory (field f at [f * stride]), and
-//                                combine(a, b) with b covering later reduced rows than a.
+//   Partial, PARTIAL_VALUES, PARTIAL_INDICES, save, load, combine
+//                                the split schedule: a state as a record of values (of type
+//                                Partial) and int64 indices in global memory (field f at
+//                                [f * stride]), and combine(a, b) with b covering later reduced
+//                                rows than a.
 #ifndef JAXKEOPS_CUDA_REDUCTIONS_H
 #define JAXKEOPS_CUDA_REDUCTIONS_H
 
@@ -22,67 +23,85 @@ namespace gpu {
 
 template <class C> JK_FN bool is_nan(C x) { return x != x; }
 
-// Sum: block summation (each tile sums on its own, then adds to the row total) or, with
-// KAHAN, compensated summation of every term.
-template <class C, int DIM, bool KAHAN> struct SumReduction {
+// How sum-type reductions add their terms: a plain running sum (DIRECT_SUM), sums per tile of
+// reduced rows added into the row's total (BLOCK_SUM), or compensated summation of every term
+// (KAHAN_SUM).
+enum SumScheme { DIRECT_SUM = 0, BLOCK_SUM = 1, KAHAN_SUM = 2 };
+
+// sum += x, keeping the rounding error in comp (the compensated sum is sum - comp).
+template <class T> JK_FN void kahan_add(T& sum, T& comp, T x) {
+  T y = x - comp;
+  T t = sum + y;
+  comp = (t - sum) - y;
+  sum = t;
+}
+
+// (sum, comp) += (other_sum, other_comp), two compensated sums (each worth sum - comp): the
+// rounding error of sum + other_sum is captured exactly (Knuth's two-sum), so merging states
+// loses nothing even when the sums cancel, where a Kahan step on other_sum would.
+template <class T> JK_FN void merge_compensated(T& sum, T& comp, T other_sum, T other_comp) {
+  T s = sum + other_sum;
+  T b = s - sum;
+  T err = (sum - (s - b)) + (other_sum - b);
+  sum = s;
+  comp = (comp + other_comp) - err;
+}
+
+// Sum per component, in scalars T (C, or double for float data), with the scheme SCHEME.
+template <class C, int DIM, int SCHEME, class T = C> struct SumReduction {
+  using Partial = T;
+  static constexpr bool KAHAN = SCHEME == KAHAN_SUM;
   static constexpr int PARTIAL_VALUES = KAHAN ? 2 * DIM : DIM;
   static constexpr int PARTIAL_INDICES = 0;
   struct State {
-    C total[DIM], part[DIM];  // part: the tile sum (block) or the compensation (Kahan)
+    T total[DIM], part[DIM];  // part: the tile's sum (block) or the compensation (Kahan)
   };
   JK_FN static void init(State& s) {
     for (int k = 0; k < DIM; ++k) s.total[k] = 0, s.part[k] = 0;
   }
   JK_FN static void start_tile(State& s) {
-    if constexpr (!KAHAN)
+    if constexpr (SCHEME == BLOCK_SUM)
       for (int k = 0; k < DIM; ++k) s.part[k] = 0;
-  }
-  JK_FN static void kahan_add(C& total, C& comp, C x) {
-    C y = x - comp;
-    C t = total + y;
-    comp = (t - total) - y;
-    total = t;
   }
   JK_FN static void accumulate(State& s, const C* f, int64_t) {
     for (int k = 0; k < DIM; ++k) {
-      if constexpr (KAHAN) kahan_add(s.total[k], s.part[k], f[k]);
-      else s.part[k] += f[k];
+      if constexpr (KAHAN) kahan_add<T>(s.total[k], s.part[k], (T)f[k]);
+      else if constexpr (SCHEME == BLOCK_SUM) s.part[k] += (T)f[k];
+      else s.total[k] += (T)f[k];
     }
   }
   JK_FN static void end_tile(State& s) {
-    if constexpr (!KAHAN)
+    if constexpr (SCHEME == BLOCK_SUM)
       for (int k = 0; k < DIM; ++k) s.total[k] += s.part[k];
   }
-  JK_FN static void save(const State& s, C* v, int64_t*, int64_t stride) {
+  JK_FN static void save(const State& s, T* v, int64_t*, int64_t stride) {
     for (int k = 0; k < DIM; ++k) {
       v[k * stride] = s.total[k];
       if constexpr (KAHAN) v[(DIM + k) * stride] = s.part[k];
     }
   }
-  JK_FN static void load(State& s, const C* v, const int64_t*, int64_t stride) {
+  JK_FN static void load(State& s, const T* v, const int64_t*, int64_t stride) {
     for (int k = 0; k < DIM; ++k) {
       s.total[k] = v[k * stride];
-      s.part[k] = KAHAN ? v[(DIM + k) * stride] : C(0);
+      s.part[k] = KAHAN ? v[(DIM + k) * stride] : T(0);
     }
   }
   JK_FN static void combine(State& a, const State& b) {
     for (int k = 0; k < DIM; ++k) {
-      if constexpr (KAHAN) {
-        kahan_add(a.total[k], a.part[k], b.total[k]);
-        kahan_add(a.total[k], a.part[k], -b.part[k]);
-      } else {
-        a.total[k] += b.total[k];
-      }
+      if constexpr (KAHAN) merge_compensated<T>(a.total[k], a.part[k], b.total[k], b.part[k]);
+      else a.total[k] += b.total[k];
     }
   }
   template <class W> JK_FN static void finish(const State& s, W& w) {
-    for (int k = 0; k < DIM; ++k) w.value(0, DIM, k, s.total[k]);
+    for (int k = 0; k < DIM; ++k)
+      w.value(0, DIM, k, (C)(KAHAN ? s.total[k] - s.part[k] : s.total[k]));
   }
 };
 
 // Min or Max per component (MAX), with the value (VALUE) and/or the index of the extremum
 // (ARG). A NaN wins, the first one seen; on equal values the earlier index stays.
 template <class C, int DIM, bool MAX, bool VALUE, bool ARG> struct ExtremumReduction {
+  using Partial = C;
   static constexpr int PARTIAL_VALUES = DIM;
   static constexpr int PARTIAL_INDICES = ARG ? DIM : 0;
   struct State {
@@ -137,6 +156,7 @@ template <class C, int DIM, bool MAX, bool VALUE, bool ARG> struct ExtremumReduc
 // per thread. A candidate enters only if strictly below the current K-th value, so equal
 // values keep their order of arrival (that of a stable sort) and NaNs never enter.
 template <class C, int DIM, int K, bool VALUE, bool ARG> struct KMinReduction {
+  using Partial = C;
   static constexpr int PARTIAL_VALUES = DIM * K;
   static constexpr int PARTIAL_INDICES = DIM * K;
   struct State {
@@ -204,28 +224,55 @@ template <class C, int DIM, int K, bool VALUE, bool ARG> struct KMinReduction {
   }
 };
 
+// What a LogSumExpReduction outputs.
+enum LseOutput { LSE_OUT = 0, SOFTMAX_OUT = 1, SIGNED_LSE_OUT = 2 };
+
 // Streaming log-sum-exp of the scalar formula component f[0] with a running maximum m:
-//   LogSumExp:        out[k] = m + log(sum exp(f - m) * w[k])   (w = 1 when unweighted)
-//   SumSoftMaxWeight: out[k] = sum exp(f - m) * w[k] / sum exp(f - m)
-// with w the WDIM components after f. All -inf terms give -inf (LSE) or 0/0 (softmax).
-template <class C, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduction {
+//   LSE_OUT:         out[k] = m + log(sum exp(f - m) * w[k])   (w = 1 when unweighted)
+//   SIGNED_LSE_OUT:  out[k] = m + log|sum exp(f - m) * w[k]| and its sign (-1, 0, +1) in a
+//                    second output
+//   SOFTMAX_OUT:     out[k] = sum exp(f - m) * w[k] / sum exp(f - m)
+// with w the WDIM components after f, the sums in scalars T (C, or double for float data)
+// added up with SCHEME. All -inf terms give -inf (LSE) or 0/0 (softmax); a +inf term counts
+// as +inf (times its weight), not as the NaN of (+inf) - (+inf): +inf terms give +inf, or NaN
+// where their weights have both signs, as in jax.nn.logsumexp.
+template <class C, int WDIM, bool WEIGHTED, int OUT, int SCHEME, class T = C>
+struct LogSumExpReduction {
+  using Partial = T;  // m is stored as a T too: exact, and one type per record
+  static constexpr bool SOFTMAX = OUT == SOFTMAX_OUT;
+  static constexpr bool KAHAN = SCHEME == KAHAN_SUM;
   static constexpr int FIRST_WEIGHT = (SOFTMAX || !WEIGHTED) ? 1 : 0;
   static constexpr int ACC = (WEIGHTED ? WDIM : 0) + FIRST_WEIGHT;
-  static constexpr int PARTIAL_VALUES = 1 + ACC;
+  static constexpr int PARTIAL_VALUES = 1 + (KAHAN ? 2 : 1) * ACC;
   static constexpr int PARTIAL_INDICES = 0;
   struct State {
-    C m, s[ACC];
+    C m;
+    T s[ACC];  // the row's sums, scaled by exp(-m)
+    T part[ACC];  // BLOCK_SUM: this tile's sums; KAHAN_SUM: the compensation of s
   };
   JK_FN static void init(State& s) {
     s.m = -INFINITY;
-    for (int k = 0; k < ACC; ++k) s.s[k] = 0;
+    for (int k = 0; k < ACC; ++k) s.s[k] = 0, s.part[k] = 0;
   }
   JK_FN static void start_tile(State&) {}
-  JK_FN static void end_tile(State&) {}
+  JK_FN static void end_tile(State& s) {
+    if constexpr (SCHEME == BLOCK_SUM)
+      for (int k = 0; k < ACC; ++k) s.s[k] += s.part[k], s.part[k] = 0;
+  }
+  JK_FN static void add(State& s, int k, T x) {
+    if constexpr (KAHAN) kahan_add<T>(s.s[k], s.part[k], x);
+    else if constexpr (SCHEME == BLOCK_SUM) s.part[k] += x;
+    else s.s[k] += x;
+  }
   JK_FN static void add_terms(State& s, C e, const C* f) {
-    if constexpr (FIRST_WEIGHT == 1) s.s[0] += e;
+    if constexpr (FIRST_WEIGHT == 1) add(s, 0, (T)e);
     if constexpr (WEIGHTED)
-      for (int q = 0; q < WDIM; ++q) s.s[FIRST_WEIGHT + q] += e * f[1 + q];
+      for (int q = 0; q < WDIM; ++q) add(s, FIRST_WEIGHT + q, (T)e * (T)f[1 + q]);
+  }
+  // exp(from - to): 1 where they are equal (also both +inf or both -inf), 0 from -inf.
+  JK_FN static T rescaling(C from, C to) {
+    if (from == to) return T(1);
+    return from == C(-INFINITY) ? T(0) : (T)jk::exp((T)from - (T)to);
   }
   JK_FN static void accumulate(State& s, const C* f, int64_t) {
     C x = f[0];
@@ -235,33 +282,55 @@ template <class C, int WDIM, bool WEIGHTED, bool SOFTMAX> struct LogSumExpReduct
     }
     C m_new = max_nan(s.m, x);
     bool empty = m_new == C(-INFINITY);
-    C scale = empty ? C(1) : jk::exp(s.m - m_new);
-    C e = empty ? C(0) : jk::exp(x - m_new);
-    for (int k = 0; k < ACC; ++k) s.s[k] *= scale;
+    T scale = rescaling(s.m, m_new);
+    C at_max = x == C(INFINITY) ? C(INFINITY) : C(1);
+    C e = empty ? C(0) : (x == m_new ? at_max : jk::exp(x - m_new));
+    for (int k = 0; k < ACC; ++k) s.s[k] *= scale, s.part[k] *= scale;
     s.m = m_new;
     add_terms(s, e, f);
   }
-  JK_FN static void save(const State& s, C* v, int64_t*, int64_t stride) {
-    v[0] = s.m;
-    for (int k = 0; k < ACC; ++k) v[(1 + k) * stride] = s.s[k];
+  JK_FN static void save(const State& s, T* v, int64_t*, int64_t stride) {
+    v[0] = (T)s.m;
+    for (int k = 0; k < ACC; ++k) {
+      v[(1 + k) * stride] = s.s[k];
+      if constexpr (KAHAN) v[(1 + ACC + k) * stride] = s.part[k];
+    }
   }
-  JK_FN static void load(State& s, const C* v, const int64_t*, int64_t stride) {
-    s.m = v[0];
-    for (int k = 0; k < ACC; ++k) s.s[k] = v[(1 + k) * stride];
+  JK_FN static void load(State& s, const T* v, const int64_t*, int64_t stride) {
+    s.m = (C)v[0];
+    for (int k = 0; k < ACC; ++k) {
+      s.s[k] = v[(1 + k) * stride];
+      s.part[k] = KAHAN ? v[(1 + ACC + k) * stride] : T(0);
+    }
   }
   JK_FN static void combine(State& a, const State& b) {
     C m_new = (b.m > a.m || is_nan(b.m)) ? b.m : a.m;
     if (m_new == C(-INFINITY)) return;
-    C wa = a.m == C(-INFINITY) ? C(0) : jk::exp(a.m - m_new);
-    C wb = b.m == C(-INFINITY) ? C(0) : jk::exp(b.m - m_new);
-    for (int k = 0; k < ACC; ++k) a.s[k] = a.s[k] * wa + b.s[k] * wb;
+    T wa = rescaling(a.m, m_new), wb = rescaling(b.m, m_new);
+    for (int k = 0; k < ACC; ++k) {
+      if constexpr (KAHAN) {
+        a.s[k] *= wa, a.part[k] *= wa;
+        merge_compensated<T>(a.s[k], a.part[k], b.s[k] * wb, b.part[k] * wb);
+      } else {
+        a.s[k] = a.s[k] * wa + b.s[k] * wb;
+      }
+    }
     a.m = m_new;
   }
   template <class W> JK_FN static void finish(const State& s, W& w) {
+    T acc[ACC];
+    for (int k = 0; k < ACC; ++k) acc[k] = KAHAN ? s.s[k] - s.part[k] : s.s[k];
     if constexpr (SOFTMAX) {
-      for (int q = 0; q < WDIM; ++q) w.value(0, WDIM, q, s.s[1 + q] / s.s[0]);
+      for (int q = 0; q < WDIM; ++q) w.value(0, WDIM, q, (C)(acc[1 + q] / acc[0]));
+    } else if constexpr (OUT == LSE_OUT) {
+      for (int k = 0; k < ACC; ++k) w.value(0, ACC, k, (C)((T)s.m + jk::log(acc[k])));
     } else {
-      for (int k = 0; k < ACC; ++k) w.value(0, ACC, k, s.m + jk::log(s.s[k]));
+      for (int k = 0; k < ACC; ++k) {
+        T value = (T)s.m + jk::log(acc[k] < 0 ? -acc[k] : acc[k]);
+        T sign = value != value ? (T)NAN : (T)((acc[k] > 0) - (acc[k] < 0));
+        w.value(0, ACC, k, (C)value);
+        w.value(1, ACC, k, (C)sign);
+      }
     }
   }
 };
