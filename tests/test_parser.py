@@ -9,7 +9,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from jaxkeops.formulas import OPS, Const, Node, Op, OpSpec, Var, make, walk
-from jaxkeops.formulas.parser import FormulaSyntaxError, parse_aliases, parse_formula
+from jaxkeops.formulas.functions import FUNCTIONS
+from jaxkeops.formulas.parser import (
+    FormulaArgumentError,
+    FormulaSyntaxError,
+    parse_aliases,
+    parse_formula,
+)
+from jaxkeops.formulas.tensor_ops import kron, tensordot_permuted
 
 ALIASES = parse_aliases(["x = Vi(3)", "y = Vj(3)", "b = Vj(1)", "s = Pm(1)", "c = Vi(1)"])
 x, y, b, s, c = (ALIASES[n] for n in "xybsc")
@@ -136,6 +143,104 @@ def test_ind_literals():
     assert p("Kron(x, y, Ind())") == make("Kron", x, y, params=((),))
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Abs(x,)", make("Abs", x)),
+        ("Pow(x, 3,)", make("Pow", x, params=(3,))),
+        ("Var(0, 3, 0,)", x),
+        ("IntCst(2,) * x", make("Mult", Const(2.0), x)),
+        ("Kron(x, y, Ind(3, 1, 3, 1,),)", make("Kron", x, y, params=((3, 1, 3, 1),))),
+        ("Kron(x, y, [3, 1, 3, 1,])", make("Kron", x, y, params=((3, 1, 3, 1),))),
+        ("Kron(x, y, [])", make("Kron", x, y, params=((),))),
+        ("Kron(x, y, [3, 1], [3, 1],)", make("Kron", x, y, params=((3, 1, 3, 1),))),
+        ("Kron(x, y, [3], [3])", kron(x, y, (3,), (3,))),
+        ("TensorDot(Vi(0,6), Vj(1,6), [2,3], [3,2], [1], [0])",
+         make("TensorDot", Var(0, 6, 0), Var(1, 6, 1), params=((2, 3), (3, 2), (1,), (0,)))),
+        ("TensorDot(Vi(0,6), Vj(1,6), [2, 3], Ind(3, 2), [1,], [0])",
+         make("TensorDot", Var(0, 6, 0), Var(1, 6, 1), params=((2, 3), (3, 2), (1,), (0,)))),
+        ("TensorDot(x, y, [3], [3], [], [], [1, 0],)",
+         tensordot_permuted(x, y, (3,), (3,), (), (), (1, 0))),
+        ("TensorDot(x, y, [3], [3], [0], [0], [])",
+         make("TensorDot", x, y, params=((3,), (3,), (0,), (0,)))),
+        ("RatCst(3, 4)", Const(0.75)),
+        ("IntInv(8,)", Const(0.125)),
+        ("SumT(b, 3)", make("Mult", b, Const(1.0, 3))),
+    ],
+)
+def test_trailing_commas_lists_and_keops_signatures(text, expected):
+    assert p(text) == expected
+
+
+def test_tensordot_permutation_is_a_permute_of_the_tensordot():
+    got = p("TensorDot(Vi(0,6), Vj(1,12), [2,3], [3,2,2], [1], [0], [2,0,1])")
+    product = make("TensorDot", Var(0, 6, 0), Var(1, 12, 1),
+                   params=((2, 3), (3, 2, 2), (1,), (0,)))
+    # Kept axis t goes to position perm[t]: numpy.transpose with the inverse permutation.
+    assert got == make("Permute", product, params=((2, 2, 2), (1, 2, 0)))
+    assert p("TensorDot(x, y, [3], [3], [], [], [0, 1])") == make(
+        "TensorDot", x, y, params=((3,), (3,), (), ()))
+
+
+def test_every_op_parses_with_lists_and_trailing_commas():
+    for name in OPS:
+        text, expected = _example_call(name, lists=True)
+        assert parse_formula(text, {}) == expected, text
+
+
+def test_functions_injected_by_the_caller():
+    def twice(f, scale=None):
+        if f.dim != 3:
+            raise FormulaArgumentError(0, "Twice: needs a 3-vector")
+        return make("Add", f, f) if scale is None else make("Mult", scale, make("Add", f, f))
+
+    functions = {"Twice": twice, "Exp": lambda f: make("Sin", f)}
+    assert parse_formula("Twice(x + y,)", ALIASES, functions) == make(
+        "Add", make("Add", x, y), make("Add", x, y))
+    assert parse_formula("Twice(x, b)", ALIASES, functions) == make(
+        "Mult", b, make("Add", x, x))
+    # The caller's names take precedence over the ops.
+    assert parse_formula("Exp(x)", ALIASES, functions) == make("Sin", x)
+    with pytest.raises(FormulaSyntaxError, match=r"Twice takes 1 to 2 formula arguments, got 3"):
+        parse_formula("Twice(x, b, b)", ALIASES, functions)
+    with pytest.raises(FormulaSyntaxError, match=r"'Twice' needs arguments"):
+        parse_formula("Twice + x", ALIASES, functions)
+    with pytest.raises(FormulaSyntaxError, match=r"did you mean 'Twice'"):
+        parse_formula("twice(x)", ALIASES, functions)
+    with pytest.raises(ValueError, match=r"Twice: needs a 3-vector") as info:
+        parse_formula("Exp(Twice(b))", ALIASES, functions)
+    lines = str(info.value).splitlines()
+    assert lines[-1].index("^") == lines[-2].index("b)")
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("Kron(x, y)", r"Kron takes 3 arguments \(2 formulas, ints\) or 4 arguments "
+                       r"\(2 formulas, ints, ints\), got 2"),
+        ("Kron(x, y, [3], [1, 3])", r"Kron: shape_a \(3,\) and shape_b \(1, 3\) must have"),
+        ("TensorDot(x, y, [3], [3], [], [], [1, 1])", r"perm \(1, 1\) is not a permutation"),
+        ("Abs(x,,)", r"Abs takes 1 argument \(1 formula\), got 2"),
+        ("Abs(,)", r"Abs takes 1 argument \(1 formula\), got 2"),
+        ("Concat(x, ,)", r"unexpected ','"),
+        ("Kron(x, y, [3, 1], [1, x])", r"in \[...\]: expected an integer literal"),
+        ("Kron(x, y, [3, 1)", r"unbalanced parentheses"),
+        ("Kron(x, y, [3, 1), [1])", r"expected '\]', found '\)'"),
+        ("Sumt(b, 3)", r"did you mean 'SumT'"),
+        ("IntInv(0)", r"IntInv: division by zero"),
+        ("SqNormIso(x, x)", r"SqNormIso: the weight must have dim 1(.|\n)*\^"),
+    ],
+)
+def test_signature_and_list_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        p(text)
+
+
+def test_builtin_functions_are_listed_with_their_signatures():
+    assert {"Kron", "TensorDot", "SumT", "SqNormIso", "SqNormDiag", "SymSqNorm", "DiffClampInt",
+            "DifferenceMatrix", "Factorize", "AutoFactorize"} <= set(FUNCTIONS)
+
+
 def test_float_parameters(monkeypatch):
     # No op of the table takes a "float" parameter yet: check the kind on a stand-in op.
     spec = OpSpec(name="Scaled", arity=1, out_dim=lambda dims, params: dims[0],
@@ -158,17 +263,20 @@ def test_long_chains_do_not_recurse():
     assert p("-" * 501 + "x") == make("Minus", x)
 
 
-def _example_call(name: str) -> tuple[str, Node]:
+def _example_call(name: str, lists: bool = False) -> tuple[str, Node]:
     spec = OPS[name]
     dims = spec.example_dims if spec.example_dims is not None else (3,) * spec.arity
     variables = [Var(k, d, k % 3) for k, d in enumerate(dims)]
     args = [f"Var({v.index},{v.dim},{v.cat})" for v in variables]
     for param in spec.example_params:
         if isinstance(param, tuple):
-            args.append("Ind(" + ",".join(map(str, param)) + ")")
+            args.append(f"[{', '.join(map(str, param))}]" if lists else
+                        "Ind(" + ",".join(map(str, param)) + ")")
         else:
             args.append(repr(param))
-    return f"{name}({', '.join(args)})", make(name, *variables, params=spec.example_params)
+    trailing = "," if lists else ""
+    return (f"{name}({', '.join(args)}{trailing})",
+            make(name, *variables, params=spec.example_params))
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
@@ -213,7 +321,8 @@ def test_every_op_parses(name):
         ("Pow(x, 1 + 1)", r"Pow: .*must be a single literal"),
         ("Elem(x, b)", r"Elem: static parameter 2 \(int\)"),
         ("TensorDot(x, y, 3, 3, 0, 0)",
-         r"static parameter 3 \(ints\): expected a literal Ind\(i, j, ...\), found '3'"),
+         r"static parameter 3 \(ints\): expected a literal Ind\(i, j, ...\) or \[i, j, ...\], "
+         r"found '3'"),
         ("TensorDot(x, y, Ind(3), Ind(3), Ind(b), Ind(0))", r"in Ind\(...\): expected an integer"),
         ("Ind(1, 2)", r"Ind\(...\) may only appear as a static parameter"),
         ("x[b]", r"the index in \[...\]: expected an integer literal"),
@@ -279,21 +388,22 @@ INFIX = {"Scalprod": ("|", 1), "Add": ("+", 2), "Subtract": ("-", 2), "Mult": ("
 NAMES = {x: "x", y: "y", b: "b", s: "s"}
 
 
-def show(node: Node, infix: bool, inline: bool) -> tuple[str, int]:
-    """`node` as formula text, with the precedence of its outermost operator (6 = atom)."""
+def show(node: Node, infix: bool, inline: bool, lists: bool = False) -> tuple[str, int]:
+    """`node` as formula text, with the precedence of its outermost operator (6 = atom); with
+    `lists`, integer tuples are written [i, j] and calls end with a trailing comma."""
     if isinstance(node, Var):
         if node in NAMES and not inline:
             return NAMES[node], 6
         return f"Var({node.index},{node.dim},{node.cat})", 6
     if isinstance(node, Const):
         if math.copysign(1.0, node.value) < 0:
-            return "-" + show(Const(-node.value, node.dim), infix, inline)[0], 4
+            return "-" + show(Const(-node.value, node.dim), infix, inline, lists)[0], 4
         if node.dim == 1:
             return repr(node.value), 6
         return (f"Zero({node.dim})" if node.value == 0 else
                 f"({node.value!r} + Zero({node.dim}))"), 6
     assert isinstance(node, Op)
-    parts = [show(a, infix, inline) for a in node.args]
+    parts = [show(a, infix, inline, lists) for a in node.args]
     if infix and node.name in INFIX:
         symbol, prec = INFIX[node.name]
         (left, lp), (right, rp) = parts
@@ -309,9 +419,10 @@ def show(node: Node, infix: bool, inline: bool) -> tuple[str, int]:
         first = node.params[0]
         index = f"{first}" if node.name == "Elem" else f"{first}:{first + node.params[1]}"
         return f"{text}[{index}]", 5
-    params = ["Ind(" + ",".join(map(str, q)) + ")" if isinstance(q, tuple) else repr(q)
-              for q in node.params]
-    return f"{node.name}({', '.join([t for t, _ in parts] + params)})", 6
+    params = [(f"[{', '.join(map(str, q))}]" if lists else "Ind(" + ",".join(map(str, q)) + ")")
+              if isinstance(q, tuple) else repr(q) for q in node.params]
+    trailing = "," if lists else ""
+    return f"{node.name}({', '.join([t for t, _ in parts] + params)}{trailing})", 6
 
 
 LEAVES = st.one_of(
@@ -352,8 +463,8 @@ def trees(draw, depth: int = 4) -> Node:
 
 
 @settings(max_examples=300, deadline=None)
-@given(tree=trees(), infix=st.booleans(), inline=st.booleans())
-def test_printed_trees_parse_back(tree, infix, inline):
+@given(tree=trees(), infix=st.booleans(), inline=st.booleans(), lists=st.booleans())
+def test_printed_trees_parse_back(tree, infix, inline, lists):
     assume(all(math.isfinite(n.value) for n in walk(tree) if isinstance(n, Const)))
-    text, _ = show(tree, infix, inline)
+    text, _ = show(tree, infix, inline, lists)
     assert parse_formula(text, ALIASES) == tree, text

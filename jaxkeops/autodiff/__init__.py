@@ -1,7 +1,18 @@
 """Symbolic derivatives of formulas and reductions (pure symbolic: no JAX tracing)."""
 
+from .calculus import (
+    CALCULUS,
+    adjoint_operator,
+    diff,
+    divergence,
+    grad,
+    grad_matrix,
+    laplacian,
+    trace_operator,
+)
 from .formula_ad import depends_on, jvp, transpose
 from .reduction_ad import INDEX_ONLY, SELECTING, SUM_TANGENT, sum_tangent_formula
 
-__all__ = ["INDEX_ONLY", "SELECTING", "SUM_TANGENT", "depends_on", "jvp",
-           "sum_tangent_formula", "transpose"]
+__all__ = ["CALCULUS", "INDEX_ONLY", "SELECTING", "SUM_TANGENT", "adjoint_operator",
+           "depends_on", "diff", "divergence", "grad", "grad_matrix", "jvp", "laplacian",
+           "sum_tangent_formula", "trace_operator", "transpose"]

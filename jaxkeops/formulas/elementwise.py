@@ -186,10 +186,20 @@ def _t_ifelse(args, linear, ct, out, params):
 
 
 def _jvp_clamp(args, ts, out, params):
+    """KeOps's derivative of Clamp, which it gets from Clamp(x, a, b) = a + (b - a) *
+    ClampInt((x - a) / (b - a), 0, 1): the tangent of x between the bounds (both included,
+    whichever is larger), of a beyond a (on the side away from b), of b beyond b; and NaN
+    where a == b, from the division by b - a."""
     x, a, b = args
-    inside = mul(make("GreaterOrEqual", x, a), make("LessOrEqual", x, b))
-    return add(add(mul(inside, ts[0]), mul(make("LessThan", x, a), ts[1])),
-               mul(make("GreaterThan", x, b), ts[2]))
+    a_below_b, b_below_a = make("LessThan", a, b), make("LessThan", b, a)
+    beyond_a = add(mul(make("LessThan", x, a), a_below_b),
+                   mul(make("GreaterThan", x, a), b_below_a))
+    beyond_b = add(mul(make("GreaterThan", x, b), a_below_b),
+                   mul(make("LessThan", x, b), b_below_a))
+    between = sub(sub(const(1.0), beyond_a), beyond_b)
+    tangent = add(add(mul(between, ts[0]), mul(beyond_a, ts[1])), mul(beyond_b, ts[2]))
+    width = sub(b, a)
+    return mul(div(width, width), tangent)
 
 
 def _jvp_clampint(args, ts, out, params):
@@ -330,16 +340,26 @@ elementwise(
     method="round", params=("int",), smooth=False, example_params=(2,),
     doc="round to d decimals, halves away from zero", jvp=_zero_jvp,
 )
+# KeOps's clamp: a where x < a, else b where x > b, else x. When a > b this is a for x < a
+# and b for x >= a (not min(max(x, a), b), which is b everywhere).
+_KEOPS_CLAMP = "jk::select({x} < {a}, {a}, jk::select({b} < {x}, {b}, {x}))"
+
+
+def keops_clamp(xp, x, a, b):
+    return xp.where(x < a, a, xp.where(x > b, b, x))
+
+
 elementwise(
-    "ClampInt", 1, "jk::clamp({0}, {p0}, {p1})",
-    lambda xp, x, a, b: xp.minimum(xp.maximum(x, a), b),
-    method="clampint", params=("int", "int"), smooth=False, example_params=(-1, 1),
-    jvp=_jvp_clampint,
+    "ClampInt", 1,
+    _KEOPS_CLAMP.format(x="{0}", a="jk::cst<V>({p0})", b="jk::cst<V>({p1})"),
+    keops_clamp, method="clampint", params=("int", "int"), smooth=False,
+    example_params=(-1, 1), jvp=_jvp_clampint,
+    doc="a where x < a, b where x > b, x elsewhere (KeOps's order of tests)",
 )
 elementwise(
-    "Clamp", 3, "jk::clamp({0}, {1}, {2})",
-    lambda xp, x, a, b: xp.minimum(xp.maximum(x, a), b), method="clamp", smooth=False,
-    jvp=_jvp_clamp,
+    "Clamp", 3, _KEOPS_CLAMP.format(x="{0}", a="{1}", b="{2}"), keops_clamp, method="clamp",
+    smooth=False, jvp=_jvp_clamp,
+    doc="a where x < a, b where x > b, x elsewhere (KeOps's order of tests)",
 )
 elementwise(
     "IfElse", 3, "jk::ifelse({0}, {1}, {2})", lambda xp, f, a, b: _where(xp, f >= 0, a, b),

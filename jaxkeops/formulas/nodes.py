@@ -45,9 +45,6 @@ class Node:
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
 
-    def __reduce__(self):
-        raise TypeError("formula nodes are rebuilt from their constructors, not pickled")
-
     @property
     def children(self) -> tuple[Node, ...]:
         return ()
@@ -72,6 +69,9 @@ class Var(Node):
     def __repr__(self) -> str:
         return f"Var({self.index},{self.dim},{self.cat})"
 
+    def __reduce__(self):
+        return (Var, (self.index, self.dim, self.cat))
+
 
 class Const(Node):
     """A constant vector whose `dim` components all equal `value`."""
@@ -83,6 +83,9 @@ class Const(Node):
         object.__setattr__(self, "value", value)
         # repr() keeps -0.0, nan and inf apart, which float equality would not.
         self._init(dim, ("const", repr(value), int(dim)))
+
+    def __reduce__(self):
+        return (Const, (self.value, self.dim))
 
     def __repr__(self) -> str:
         v = self.value
@@ -105,10 +108,43 @@ class Op(Node):
     def children(self) -> tuple[Node, ...]:
         return self.args
 
+    def __reduce__(self):
+        return (Op, (self.name, self.args, self.params, self.dim))
+
     def __repr__(self) -> str:
-        from_params = [str(p) for p in self.params]
-        inner = ",".join([repr(a) for a in self.args] + from_params)
-        return f"{self.name}({inner})"
+        return _op_text(self)
+
+
+# Beyond this many nodes in the expanded tree, a formula prints with its shared subformulas
+# named once ("let %0=...; %1=... in ..."): the tree of a formula with much sharing (a dynamic
+# programme unrolled, a high-order derivative) is exponentially larger than its DAG.
+_TREE_TEXT_LIMIT = 10_000
+
+
+def _op_text(root: Op) -> str:
+    """The text of `root`: nested calls, or a let-form linear in the size of the DAG."""
+    order = walk(root)
+    tree_size: dict[Node, int] = {}
+    uses: dict[Node, int] = {}
+    for node in order:
+        tree_size[node] = 1 + sum(tree_size[c] for c in node.children)
+        for child in node.children:
+            uses[child] = uses.get(child, 0) + 1
+    shared = tree_size[root] > _TREE_TEXT_LIMIT
+    text: dict[Node, str] = {}
+    bindings: list[str] = []
+    for node in order:
+        if not isinstance(node, Op):
+            text[node] = repr(node)
+            continue
+        inner = ",".join([text[a] for a in node.args] + [str(p) for p in node.params])
+        text[node] = f"{node.name}({inner})"
+        if shared and uses.get(node, 0) > 1:
+            bindings.append(f"%{len(bindings)}={text[node]}")
+            text[node] = f"%{len(bindings) - 1}"
+    if not bindings:
+        return text[root]
+    return f"let {'; '.join(bindings)} in {text[root]}"
 
 
 def variables(*roots: Node) -> list[Var]:

@@ -7,10 +7,14 @@ list), ``"x = Vi(0, 3)"`` (explicit index) or ``"x = Var(0, 3, 0)"`` (category 0
 
 Formulas: numbers (``2``, ``0.5``, ``1e-3``) are dimension-1 constants and names are aliases.
 ``Var(ind, dim, cat)``, ``Vi(ind, dim)``, ``Vj(ind, dim)``, ``Pm(ind, dim)`` are inline variables,
-``IntCst(n)`` and ``Zero(dim)`` constants. ``Name(args...)`` applies any op of the op table: its
-first ``arity`` arguments are formulas, the others literal static parameters (an integer, a number,
-or ``Ind(i, j, ...)`` for a tuple of integers). Operators, from the loosest to the tightest binding
-(binary ones are left-associative):
+``IntCst(n)``, ``RatCst(p, q)``, ``IntInv(n)`` and ``Zero(dim)`` constants. ``Name(args...)``
+applies any op of the op table: its first ``arity`` arguments are formulas, the others literal
+static parameters (an integer, a number, or a tuple of integers written ``Ind(i, j, ...)`` or
+``[i, j, ...]``). KeOps's other names (`functions.FUNCTIONS`: SumT, SqNormIso, Kron with two
+shape lists, TensorDot with a permutation, ...) are accepted too, and the caller may add its own
+(`parse_formula`'s `functions`, e.g. the symbolic derivatives Grad, Diff, ...). Every call may end
+with a trailing comma. Operators, from the loosest to the tightest binding (binary ones are
+left-associative):
 
     1. ``a | b``                  Scalprod(a, b)
     2. ``a + b``, ``a - b``       Add, Subtract
@@ -29,18 +33,20 @@ same location added.
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, NoReturn
 
+from .functions import FUNCTIONS, FormulaArgumentError
 from .nodes import CAT_I, CAT_J, CAT_P, CATEGORY_NAMES, Const, Node, Var, variables
 from .optable import OPS, make
 
-__all__ = ["FormulaSyntaxError", "parse_aliases", "parse_formula"]
+__all__ = ["FormulaArgumentError", "FormulaSyntaxError", "parse_aliases", "parse_formula"]
 
 _VAR_CATS = {"Vi": CAT_I, "Vj": CAT_J, "Pm": CAT_P}
 _SPECIAL_ARGS = {"Var": "ind, dim, cat", "Vi": "ind, dim", "Vj": "ind, dim", "Pm": "ind, dim",
-                 "IntCst": "n", "Zero": "dim"}
+                 "IntCst": "n", "RatCst": "p, q", "IntInv": "n", "Zero": "dim"}
 _SPECIAL = (*_SPECIAL_ARGS, "Ind")
 _BINARY = {"|": (1, "Scalprod"), "+": (2, "Add"), "-": (2, "Subtract"),
            "*": (3, "Mult"), "/": (3, "Divide")}
@@ -116,9 +122,48 @@ def _describe(tok: _Token) -> str:
     return "end of input" if tok.kind == "end" else repr(tok.text)
 
 
+class _Signature(NamedTuple):
+    """One way of calling a name: formula arguments, then static parameters of these kinds,
+    given to `build` (None: the op of the table of that name)."""
+
+    arity: int
+    kinds: tuple[str, ...]
+    build: Callable[..., Node] | None
+
+    @property
+    def count(self) -> int:
+        return self.arity + len(self.kinds)
+
+    def describe(self) -> str:
+        return _plural(self.arity, "formula") + "".join(f", {k}" for k in self.kinds)
+
+
+def _signatures(name: str) -> list[_Signature]:
+    found = []
+    if name in OPS:
+        found.append(_Signature(OPS[name].arity, OPS[name].param_kinds, None))
+    found += [_Signature(f.arity, f.param_kinds, f.build) for f in FUNCTIONS.get(name, ())]
+    return found
+
+
+def _formula_arity(name: str, function: Callable) -> tuple[int, float]:
+    """The least and the largest number of formula arguments a caller's function takes."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return 0, float("inf")
+    positional = [p for p in parameters
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return sum(p.default is p.empty for p in positional), float("inf")
+    return sum(p.default is p.empty for p in positional), len(positional)
+
+
 class _Parser:
-    def __init__(self, text: str, aliases: Mapping[str, Node], what: str = "formula"):
+    def __init__(self, text: str, aliases: Mapping[str, Node], what: str = "formula",
+                 functions: Mapping[str, Callable[..., Node]] | None = None):
         self.text, self.aliases, self.what = text, aliases, what
+        self.functions = dict(functions or {})
         self.tokens = _tokenize(text, what)
         self.i = 0
         self.depth = 0
@@ -138,6 +183,12 @@ class _Parser:
     def is_punct(self, text: str, ahead: int = 0) -> bool:
         tok = self.peek(ahead)
         return tok.kind == "punct" and tok.text == text
+
+    def close_call(self, close: str, opener: _Token) -> None:
+        """The end of an argument list: an optional trailing comma, then `close`."""
+        if self.is_punct(",") and self.is_punct(close, 1):
+            self.advance()
+        self.expect_close(close, opener)
 
     def expect_close(self, close: str, opener: _Token) -> None:
         tok = self.advance()
@@ -214,7 +265,8 @@ class _Parser:
                 return self.call(tok)
             if tok.text in self.aliases:
                 return self.aliases[tok.text]
-            if tok.text in OPS or tok.text in _SPECIAL:
+            if tok.text in OPS or tok.text in FUNCTIONS or tok.text in self.functions or \
+                    tok.text in _SPECIAL:
                 self.fail(f"{tok.text!r} needs arguments: write {tok.text}(...)", tok.pos)
             self.unknown(tok)
         if tok.kind == "punct" and tok.text == "(":
@@ -236,7 +288,8 @@ class _Parser:
 
     def unknown(self, tok: _Token) -> NoReturn:
         name = tok.text
-        pool = list(self.aliases) + sorted(OPS) + list(_SPECIAL)
+        pool = list(self.aliases) + sorted(OPS) + sorted(FUNCTIONS) + sorted(self.functions) \
+            + list(_SPECIAL)
         close = [c for c in pool if c.lower() == name.lower()]
         close += [c for c in difflib.get_close_matches(name, pool, n=3) if c not in close]
         hint = f" (did you mean {', '.join(repr(c) for c in close[:3])}?)" if close else ""
@@ -255,8 +308,12 @@ class _Parser:
                 elif tok.text in ")]":
                     depth -= 1
                     if depth == 0:
-                        empty = j == self.i + 1
-                        return 0 if empty else commas + 1
+                        if j == self.i + 1:
+                            return 0
+                        before = self.tokens[j - 1]
+                        trailing = before.kind == "punct" and before.text == "," and commas > 0 \
+                            and j - 1 > self.i + 1
+                        return commas + 1 - trailing
                 elif tok.text == "," and depth == 1:
                     commas += 1
             j += 1
@@ -268,48 +325,107 @@ class _Parser:
 
     def call(self, name_tok: _Token) -> Node:
         name, pos = name_tok.text, name_tok.pos
-        if name in OPS:
-            spec = OPS[name]
-            expected = spec.arity + len(spec.param_kinds)
-            described = _plural(spec.arity, "formula") + "".join(f", {k}" for k in spec.param_kinds)
-        elif name in _SPECIAL_ARGS:
-            described = _SPECIAL_ARGS[name]
-            expected = described.count(",") + 1
-        elif name == "Ind":
-            self.fail("Ind(...) may only appear as a static parameter of an op", pos)
-        elif name in self.aliases:
-            self.fail(f"{name!r} is a variable, not an op: it cannot be called", pos)
-        else:
+        if name in self.functions:
+            return self.call_function(name_tok)
+        signatures = _signatures(name)
+        if not signatures and name in _SPECIAL_ARGS:
+            return self.call_special(name_tok)
+        if not signatures:
+            if name == "Ind":
+                self.fail("Ind(...) may only appear as a static parameter of an op", pos)
+            if name in self.aliases:
+                self.fail(f"{name!r} is a variable, not an op: it cannot be called", pos)
             self.unknown(name_tok)
         got = self.count_args()
+        chosen = next((s for s in signatures if s.count == got), None)
+        if chosen is None:
+            forms = " or ".join(f"{_plural(s.count, 'argument')} ({s.describe()})"
+                                for s in signatures)
+            self.fail(f"{name} takes {forms}, got {got}", pos)
+        opener = self.advance()
+        self.enter(opener)
+        args: list[Node] = []
+        positions: list[int] = []
+        for k in range(chosen.arity):
+            if k:
+                self.comma()
+            positions.append(self.peek().pos)
+            args.append(self.expr(1))
+        params: list = []
+        for kind in chosen.kinds:
+            if args or params:
+                self.comma()
+            positions.append(self.peek().pos)
+            params.append(self.param(name, len(args) + len(params) + 1, kind))
+        if chosen.build is None:
+            node = self.build(name, tuple(args), tuple(params), pos)
+        else:
+            node = self.apply(name, chosen.build, (*args, *params), positions, pos)
+        self.close_call(")", opener)
+        self.depth -= 1
+        return node
+
+    def call_special(self, name_tok: _Token) -> Node:
+        described = _SPECIAL_ARGS[name_tok.text]
+        expected = described.count(",") + 1
+        got = self.count_args()
         if got != expected:
-            self.fail(f"{name} takes {_plural(expected, 'argument')} ({described}), got {got}",
+            self.fail(f"{name_tok.text} takes {_plural(expected, 'argument')} ({described}), "
+                      f"got {got}", name_tok.pos)
+        opener = self.advance()
+        ints = self.int_list(expected, f"{name_tok.text}({described})")
+        node = self.special(name_tok.text, ints, name_tok.pos)
+        self.close_call(")", opener)
+        return node
+
+    def call_function(self, name_tok: _Token) -> Node:
+        """A caller's function: every argument is a formula."""
+        name, pos = name_tok.text, name_tok.pos
+        function = self.functions[name]
+        least, most = _formula_arity(name, function)
+        got = self.count_args()
+        if not least <= got <= most:
+            count = f"{least}" if least == most else (
+                f"at least {least}" if most == float("inf") else f"{least} to {int(most)}")
+            self.fail(f"{name} takes {count} formula argument{'s' * (count != '1')}, got {got}",
                       pos)
         opener = self.advance()
         self.enter(opener)
-        if name in OPS:
-            args: list[Node] = []
-            for k in range(spec.arity):
-                if k:
-                    self.comma()
-                args.append(self.expr(1))
-            params: list = []
-            for kind in spec.param_kinds:
-                if args or params:
-                    self.comma()
-                params.append(self.param(name, len(args) + len(params) + 1, kind))
-            node = self.build(name, tuple(args), tuple(params), pos)
-        else:
-            ints = self.int_list(expected, f"{name}({described})")
-            node = self.special(name, ints, pos)
-        self.expect_close(")", opener)
+        args: list[Node] = []
+        positions: list[int] = []
+        for k in range(got):
+            if k:
+                self.comma()
+            positions.append(self.peek().pos)
+            args.append(self.expr(1))
+        node = self.apply(name, function, tuple(args), positions, pos)
+        self.close_call(")", opener)
         self.depth -= 1
+        return node
+
+    def apply(self, name: str, build: Callable[..., Node], args: tuple, positions: list[int],
+              pos: int) -> Node:
+        """build(*args), with its errors located at the argument it blames, or at the call."""
+        try:
+            node = build(*args)
+        except FormulaArgumentError as err:
+            where = positions[err.index] if 0 <= err.index < len(positions) else pos
+            raise self.located(err, where) from err
+        except ValueError as err:
+            raise self.located(err, pos) from err
+        if not isinstance(node, Node):
+            raise TypeError(f"{name} returned {type(node).__name__}, not a formula")
         return node
 
     def special(self, name: str, ints: list[int], pos: int) -> Node:
         try:
             if name == "IntCst":
                 return Const(ints[0])
+            if name in ("RatCst", "IntInv"):
+                p, q = ints if name == "RatCst" else (1, ints[0])
+                if q == 0:
+                    raise ValueError(f"{name}: division by zero")
+                return Const(p / q)
             if name == "Zero":
                 if ints[0] < 1:
                     raise ValueError(f"Zero: dimension must be >= 1, got {ints[0]}")
@@ -346,14 +462,18 @@ class _Parser:
         subject = f"{op}: static parameter {position} ({kind})"
         value: int | float | tuple[int, ...]
         if kind == "ints":
-            if not (start.kind == "name" and start.text == "Ind" and self.is_punct("(", 1)):
-                self.fail(f"{subject}: expected a literal Ind(i, j, ...), found "
+            if start.kind == "name" and start.text == "Ind" and self.is_punct("(", 1):
+                self.advance()
+                close, inside = ")", "Ind(...)"
+            elif self.is_punct("["):
+                close, inside = "]", "[...]"
+            else:
+                self.fail(f"{subject}: expected a literal Ind(i, j, ...) or [i, j, ...], found "
                           f"{_describe(start)}", start.pos)
-            self.advance()
             count = self.count_args()
             opener = self.advance()
-            value = tuple(self.int_list(count, f"{subject}, in Ind(...)"))
-            self.expect_close(")", opener)
+            value = tuple(self.int_list(count, f"{subject}, in {inside}"))
+            self.close_call(close, opener)
         elif kind == "int":
             value = self.int_literal(subject)
         else:
@@ -367,15 +487,20 @@ class _Parser:
         return value
 
 
-def parse_formula(text: str, aliases: Mapping[str, Node]) -> Node:
+def parse_formula(text: str, aliases: Mapping[str, Node],
+                  functions: Mapping[str, Callable[..., Node]] | None = None) -> Node:
     """Parse a KeOps formula string, with names resolved through `aliases` (see `parse_aliases`).
+
+    `functions` maps more names to builders called with the parsed formula arguments (all of
+    them formulas; a builder may raise `FormulaArgumentError` to blame one argument); they take
+    precedence over the ops and built-in names.
 
     Raises `FormulaSyntaxError` for malformed text and `ValueError` for dimension mismatches or
     a variable index used with two different dims or categories.
     """
     if not isinstance(text, str):
         raise TypeError(f"a formula must be a string, got {type(text).__name__}")
-    node = _Parser(text, aliases).formula()
+    node = _Parser(text, aliases, functions=functions).formula()
     seen: dict[int, Var] = {}
     for var in variables(node):
         other = seen.setdefault(var.index, var)
@@ -436,7 +561,7 @@ def _parse_alias(alias: str, position: int) -> tuple[str, Var]:
         p.fail(f"{cat_tok.text} takes {form}, got {got} argument(s)", cat_tok.pos)
     opener = p.advance()
     ints = p.int_list(got, f"alias {alias!r}")
-    p.expect_close(")", opener)
+    p.close_call(")", opener)
     if p.peek().kind != "end":
         p.fail(f"unexpected {_describe(p.peek())} after the alias", p.peek().pos)
     if cat_tok.text == "Var":

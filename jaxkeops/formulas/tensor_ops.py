@@ -8,10 +8,12 @@ to any order stays symbolic.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .algebra import add
-from .nodes import Op
+from .nodes import Node, Op
 from .optable import EmitContext, OpSpec, attach_rules, make, register
 from .vector_ops import dims_error, vector_op
 
@@ -94,46 +96,76 @@ def _table_emit(c: EmitContext, table: list[list[tuple[int, int]]]) -> list[str]
     return lines
 
 
-def _kron_shapes(dims, params):
-    if params and params[0]:
-        p, q, r, s = params[0]
-        return (p, q), (r, s)
-    return (dims[0], 1), (dims[1], 1)
+def _kron_shapes(dims, params) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The shapes of the two operands of Kron: its one parameter is the two shapes one after
+    the other (equal lengths), or () for two vectors."""
+    shapes = tuple(params[0]) if params else ()
+    if not shapes:
+        return (dims[0],), (dims[1],)
+    if len(shapes) % 2:
+        raise ValueError(f"Kron takes two shapes of the same length, one after the other, got "
+                         f"{shapes}")
+    half = len(shapes) // 2
+    return shapes[:half], shapes[half:]
+
+
+def _interleave(first, second) -> tuple[int, ...]:
+    return tuple(d for pair in zip(first, second) for d in pair)
 
 
 def _kron_dims(dims, params):
-    if params and params[0] and len(params[0]) != 4:
-        raise ValueError(f"Kron takes matrix shapes (p, q, r, s), got {params[0]}")
-    (p, q), (r, s) = _kron_shapes(dims, params)
-    if p * q != dims[0] or r * s != dims[1]:
-        raise dims_error("Kron", f"shapes {p}x{q} and {r}x{s} do not match", dims)
-    return p * q * r * s
+    shape_a, shape_b = _kron_shapes(dims, params)
+    if any(d < 1 for d in shape_a + shape_b):
+        raise dims_error("Kron", f"shapes {shape_a} and {shape_b} must have positive sizes", dims)
+    if int(np.prod(shape_a)) != dims[0] or int(np.prod(shape_b)) != dims[1]:
+        raise dims_error("Kron", f"shapes {shape_a} and {shape_b} do not match", dims)
+    return dims[0] * dims[1]
 
 
 def _kron_table(dims, params):
-    (p, q), (r, s) = _kron_shapes(dims, params)
-    table = [None] * (p * q * r * s)
-    for i in range(p):
-        for j in range(q):
-            for k in range(r):
-                for m in range(s):
-                    table[(i * r + k) * (q * s) + j * s + m] = [(i * q + j, k * s + m)]
-    return table
+    """np.kron of the two reshaped operands: output axes (a0, b0, a1, b1, ...), row-major."""
+    shape_a, shape_b = _kron_shapes(dims, params)
+    ones = (1,) * len(shape_a)
+    ia = np.arange(dims[0]).reshape(_interleave(shape_a, ones))
+    ib = np.arange(dims[1]).reshape(_interleave(ones, shape_b))
+    ia, ib = np.broadcast_arrays(ia, ib)
+    return [[(int(a), int(b))] for a, b in zip(ia.reshape(-1), ib.reshape(-1))]
 
 
 def _kron_reference(xp, a, b, shapes=()):
-    (p, q), (r, s) = _kron_shapes((a.shape[-1], b.shape[-1]), (shapes,))
-    A = a.reshape(a.shape[:-1] + (p, 1, q, 1))
-    B = b.reshape(b.shape[:-1] + (1, r, 1, s))
+    shape_a, shape_b = _kron_shapes((a.shape[-1], b.shape[-1]), (shapes,))
+    ones = (1,) * len(shape_a)
+    A = a.reshape(a.shape[:-1] + _interleave(shape_a, ones))
+    B = b.reshape(b.shape[:-1] + _interleave(ones, shape_b))
     out = A * B
-    return out.reshape(out.shape[:-4] + (p * q * r * s,))
+    return out.reshape(out.shape[:out.ndim - 2 * len(shape_a)] + (-1,))
 
 
 vector_op("Kron", 2, _kron_dims,
           lambda c: _table_emit(c, _kron_table((c.args[0].dim, c.args[1].dim), c.params)),
           _kron_reference, param_kinds=("ints",), method="kron", example_dims=(4, 4),
           example_params=((2, 2, 2, 2),),
-          doc="Kronecker product of a (p x q) and a (r x s) matrix, row-major")
+          doc="Kronecker product (np.kron, flattened) of a and b read as tensors of the two "
+              "shapes given one after the other; matrices (p, q, r, s) or vectors ()")
+
+
+def kron(a: Node, b: Node, shape_a: Sequence[int], shape_b: Sequence[int]) -> Node:
+    """KeOps's Kron(a, b, shape_a, shape_b): np.kron(a.reshape(shape_a), b.reshape(shape_b)),
+    flattened, for two shapes of the same length."""
+    shape_a, shape_b = _int_tuple(shape_a, "shape_a"), _int_tuple(shape_b, "shape_b")
+    if len(shape_a) != len(shape_b):
+        raise ValueError(f"Kron: shape_a {shape_a} and shape_b {shape_b} must have the same "
+                         "number of axes")
+    return make("Kron", a, b, params=(shape_a + shape_b,))
+
+
+def _int_tuple(values, name: str) -> tuple[int, ...]:
+    if isinstance(values, (int, np.integer)):
+        values = (values,)
+    try:
+        return tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of integers, got {values!r}") from None
 
 
 def _tensordot_dims(dims, params):
@@ -229,6 +261,26 @@ register(OpSpec(name="Permute", arity=1, out_dim=_permute_check, emit=_emit_perm
          simplify=_permute_simplify)
 
 
+def tensordot_permuted(a: Node, b: Node, dimfa, dimfb, contfa, contfb, perm=None) -> Node:
+    """KeOps's TensorDot with its optional permutation: the TensorDot of a (shape dimfa) and b
+    (shape dimfb) over the axes contfa and contfb, whose kept axis t (a's kept axes, then b's)
+    then moves to position perm[t] of the result. That is numpy.transpose with the inverse
+    permutation, so it is built as our TensorDot followed by Permute."""
+    dimfa, dimfb = _int_tuple(dimfa, "dimfa"), _int_tuple(dimfb, "dimfb")
+    contfa, contfb = _int_tuple(contfa, "contfa"), _int_tuple(contfb, "contfb")
+    product = make("TensorDot", a, b, params=(dimfa, dimfb, contfa, contfb))
+    if perm is None:
+        return product
+    perm = _int_tuple(perm, "perm")
+    kept = tuple(d for t, d in enumerate(dimfa) if t not in contfa) + tuple(
+        d for t, d in enumerate(dimfb) if t not in contfb)
+    if sorted(perm) != list(range(len(kept))):
+        raise ValueError(f"TensorDot: perm {perm} is not a permutation of the {len(kept)} "
+                         f"axes left after the contraction (shape {kept})")
+    axes = tuple(perm.index(p) for p in range(len(kept)))
+    return make("Permute", product, params=(kept, axes))
+
+
 def _bilinear_jvp(name):
     def jvp(args, ts, out, params):
         a, b = args
@@ -289,14 +341,17 @@ def _t_tensordot(args, linear, ct, out, params):
 
 
 def _t_kron(args, linear, ct, out, params):
-    """Kron is a TensorDot with nothing contracted: out = (p, r, q, s) from a (p, q), b (r, s)."""
-    (p, q), (r, s) = _kron_shapes((args[0].dim, args[1].dim), params)
+    """Kron is a TensorDot with nothing contracted, axes interleaved (a0, b0, a1, b1, ...):
+    each cotangent contracts the output cotangent with the other operand over its axes."""
     a, b = args
-    shape = (p, r, q, s)
-    return (make("TensorDot", ct, b, params=(shape, (r, s), (1, 3), (0, 1))) if linear[0]
-            else None,
-            make("TensorDot", ct, a, params=(shape, (p, q), (0, 2), (0, 1))) if linear[1]
-            else None)
+    shape_a, shape_b = _kron_shapes((a.dim, b.dim), params)
+    shape = _interleave(shape_a, shape_b)
+    rank = len(shape_a)
+    own = tuple(range(rank))
+    return (make("TensorDot", ct, b, params=(shape, shape_b, tuple(range(1, 2 * rank, 2)), own))
+            if linear[0] else None,
+            make("TensorDot", ct, a, params=(shape, shape_a, tuple(range(0, 2 * rank, 2)), own))
+            if linear[1] else None)
 
 
 def _t_permute(args, linear, ct, out, params):
