@@ -13,9 +13,11 @@ from ._version import __version__
 from .errors import CompilerNotFoundError, JaxKeOpsError, KernelCompileError
 from .lazy.genred import Genred
 from .lazy.lazytensor import LazyTensor, Pm, Vi, Vj
+from .lazy.solve import ConvergenceError, ConvergenceWarning, KernelSolve
 from .runtime import cache_dir, clear_cache
 
 __all__ = [
-    "CompilerNotFoundError", "Genred", "JaxKeOpsError", "KernelCompileError", "LazyTensor",
-    "Pm", "Vi", "Vj", "__version__", "cache_dir", "clear_cache",
+    "CompilerNotFoundError", "ConvergenceError", "ConvergenceWarning", "Genred",
+    "JaxKeOpsError", "KernelCompileError", "KernelSolve", "LazyTensor", "Pm", "Vi", "Vj",
+    "__version__", "cache_dir", "clear_cache",
 ]

@@ -8,6 +8,7 @@ stride 0 inside the kernel, never copied), and returns (*batch, n_out, width) bl
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,10 +34,34 @@ def _describe(name: str, var: Var) -> str:
     return f"argument {name!r} ({_CAT_LABEL[var.cat]}, dim {var.dim})"
 
 
+_warned_about_x64 = []
+
+
+def _warn_float64_without_x64(name: str, a) -> None:
+    """numpy float64 arrays become float32 in JAX unless x64 is on: say so once per process
+    (pykeops.numpy users pass float64 arrays by default)."""
+    if _warned_about_x64:
+        return
+    _warned_about_x64.append(True)
+    warnings.warn(
+        f"argument {name!r} is a float64 {type(a).__name__} of shape {tuple(np.shape(a))}, but "
+        "JAX's 64-bit mode is off, so jaxkeops computes in float32 (as every JAX function "
+        "would). To compute in float64, call jax.config.update('jax_enable_x64', True) at "
+        "start-up (or set JAX_ENABLE_X64=1). This warning is shown once.",
+        UserWarning, stacklevel=5,
+    )
+
+
 def float_dtype(arrays: Sequence, names: Sequence[str]) -> str:
-    """The common float dtype of `arrays`, or a TypeError naming the ones that differ."""
+    """The common float dtype of `arrays`, or a TypeError naming the ones that differ.
+
+    float64 numpy arrays with JAX's x64 mode off are computed in float32, with a one-time
+    warning that says how to enable x64."""
     dtypes = []
+    x64 = jax.config.jax_enable_x64
     for a, name in zip(arrays, names):
+        if not x64 and isinstance(a, np.ndarray) and a.dtype == np.float64:
+            _warn_float64_without_x64(name, a)
         dt = jnp.result_type(a)
         if not jnp.issubdtype(dt, jnp.floating):
             raise TypeError(

@@ -1,18 +1,37 @@
-"""Genred: a reduction from a KeOps formula string, as in pykeops."""
+"""Genred: a reduction from a KeOps formula string, with pykeops's signature."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from ..autodiff import CALCULUS
 from ..formulas import Node, variables
 from ..formulas.parser import parse_aliases, parse_formula
 from ..reductions import reduction as reduction_spec
+from .options import (
+    accuracy_options,
+    check_build_keywords,
+    check_out,
+    check_ranges,
+    kernel_options,
+    place,
+    placement,
+)
 from .reduce import run_reduction
+
+# pykeops's other names for reductions (older spellings, and LogSumExp with weights).
+REDUCTION_ALIASES = {
+    "SoftMax": "SumSoftMaxWeight",
+    "LogSumExpWeight": "LogSumExp",
+    "MinArgMin": "Min_ArgMin",
+    "MaxArgMax": "Max_ArgMax",
+    "KMinArgKMin": "KMin_ArgKMin",
+}
 
 
 class Genred:
-    """A generic reduction of a formula string, compiled on first call.
+    """A generic reduction of a formula string, compiled on first call, as pykeops's Genred.
 
     Example:
         >>> import jax.numpy as jnp
@@ -24,8 +43,13 @@ class Genred:
 
     Arguments are passed in the order of `aliases` (or of the variables' indices):
     i-variables as (*batch, M, dim), j-variables as (*batch, N, dim), parameters as
-    (*batch, dim). `opt_arg` is the K of KMin/ArgKMin/KMin_ArgKMin; `formula2` the weight of
-    SumSoftMaxWeight (or of a weighted LogSumExp).
+    (*batch, dim). `axis=1` reduces over j (one output row per i), `axis=0` over i. `opt_arg` is
+    the K of KMin/ArgKMin/KMin_ArgKMin; `formula2` the weight of SumSoftMaxWeight (or of a
+    weighted LogSumExp). The accuracy keywords (`sum_scheme`, `dtype_acc`, `use_double_acc`)
+    and the call keywords (`backend`, `device_id`) have pykeops's meanings; `enable_chunks`,
+    `use_fast_math` and `rec_multVar_highdim` are accepted performance hints that change
+    nothing here; `dtype` and `cuda_type` are ignored with a warning, as in pykeops; `out=`
+    raises (JAX arrays are immutable). See `jaxkeops.lazy.options`.
     """
 
     def __init__(
@@ -34,25 +58,46 @@ class Genred:
         aliases: Sequence[str],
         reduction_op: str = "Sum",
         axis: int = 0,
+        dtype: Any = None,
         opt_arg: int | None = None,
         formula2: str | None = None,
-        sum_scheme: str = "block",
+        cuda_type: Any = None,
+        dtype_acc: str = "auto",
+        use_double_acc: bool = False,
+        sum_scheme: str = "auto",
+        enable_chunks: bool = True,
+        rec_multVar_highdim: Any = False,
+        use_fast_math: bool = True,
     ):
-        spec = reduction_spec(reduction_op)
-        if axis not in (0, 1):
-            raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis}")
+        if not isinstance(reduction_op, str):
+            raise TypeError(f"reduction_op must be a string such as 'Sum', got {reduction_op!r}")
+        if reduction_op == "LogSumExpWeight" and formula2 is None:
+            raise ValueError("reduction_op='LogSumExpWeight' needs formula2 (the weights)")
+        spec = reduction_spec(REDUCTION_ALIASES.get(reduction_op, reduction_op))
+        if isinstance(axis, bool) or axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+        check_build_keywords("Genred", {"dtype": dtype, "cuda_type": cuda_type,
+                                        "enable_chunks": enable_chunks,
+                                        "use_fast_math": use_fast_math})
+        self.accuracy = accuracy_options(spec.name, sum_scheme, dtype_acc, use_double_acc)
         self.reduction = spec.name
         self.axis = axis
-        self.k = opt_arg
-        self.sum_scheme = sum_scheme
+        if spec.needs_k:
+            if opt_arg is None:
+                raise ValueError(f"{spec.name} needs opt_arg (the number K of neighbours)")
+            if isinstance(opt_arg, bool) or not isinstance(opt_arg, int) or opt_arg < 1:
+                raise ValueError(f"opt_arg must be a positive integer K for {spec.name}, "
+                                 f"got {opt_arg!r}")
+        self.k = opt_arg if spec.needs_k else None
         self._aliases = parse_aliases(aliases)
-        formulas: list[Node] = [parse_formula(formula, self._aliases)]
+        formulas: list[Node] = [parse_formula(formula, self._aliases, functions=CALCULUS)]
         if formula2 is not None:
-            formulas.append(parse_formula(formula2, self._aliases))
+            if spec.n_formulas < 2:
+                raise ValueError(f"{spec.name} takes one formula; formula2={formula2!r} has no "
+                                 "meaning for it")
+            formulas.append(parse_formula(formula2, self._aliases, functions=CALCULUS))
         elif spec.n_formulas == 2 and not spec.weight_optional:
             raise ValueError(f"{spec.name} needs formula2 (the weights)")
-        if spec.needs_k and opt_arg is None:
-            raise ValueError(f"{spec.name} needs opt_arg (the number K of neighbours)")
         self.formulas = tuple(formulas)
         declared = sorted(self._aliases.items(), key=lambda kv: kv[1].index)
         used = variables(*self.formulas)
@@ -68,14 +113,22 @@ class Genred:
         )
         self.names = tuple(by_index[i] for i in indices)
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, backend: str = "auto", device_id: int = -1,
+                 ranges: Any = None, out: Any = None) -> Any:
+        """Runs the reduction on one array per variable; returns one array, or a tuple for
+        reductions with several outputs (Min_ArgMin, KMin_ArgKMin, ...)."""
+        check_out(out)
+        check_ranges(ranges)
         if len(args) != len(self.variables):
             raise ValueError(f"this Genred takes {len(self.variables)} arrays "
                              f"({', '.join(self.names)}), got {len(args)}")
-        outs = run_reduction(self.formulas, self.reduction, self.axis, self.variables, args,
-                             self.names, k=self.k, sum_scheme=self.sum_scheme)
+        arrays = place(args, placement(backend, device_id))
+        options = kernel_options(self.accuracy, arrays)
+        outs = run_reduction(self.formulas, self.reduction, self.axis, self.variables, arrays,
+                             self.names, k=self.k, **options)
         return outs[0] if len(outs) == 1 else outs
 
     def __repr__(self) -> str:
         body = ", ".join(repr(f) for f in self.formulas)
         return f"Genred({self.reduction}({body}), axis={self.axis})"
+

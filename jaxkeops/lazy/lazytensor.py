@@ -1,23 +1,45 @@
 """LazyTensor: symbolic (*batch, M, N, D) tensors in the pykeops style, reduced into jax.Arrays.
 
 A LazyTensor holds a formula and the arrays its variables stand for. Arithmetic builds a bigger
-formula; a reduction over the i or j axis (`sum`, `logsumexp`, `argKmin`, ...) compiles and runs
-a kernel and returns a plain jax.Array. Symbolic axes follow pykeops: -3 is i, -2 is j, -1 is
-the vector dimension, batch dims come first.
+formula; a reduction over the i or j axis (`sum`, `logsumexp`, `argKmin`, ...; see
+`reduction_methods.py`) compiles and runs a kernel and returns a plain jax.Array.
+
+Shapes and axes follow pykeops exactly. The internal shape `_shape` is
+(*batch, M, N, D); `shape` hides D when it is 1, so a scalar formula looks like an (M, N)
+matrix. Reduction axes are absolute, as in pykeops: with `nbatchdims` leading batch dims,
+`axis=nbatchdims` reduces over i and `axis=nbatchdims + 1` over j (so without batch dims 0 is i
+and 1 is j, but with one batch dim 1 is i and 2 is j). -3 (i), -2 (j) and -1 (the vector axis)
+mean the same with or without batch dims. `ndim` is pykeops's: the vector dimension D.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
 from ..formulas import CAT_I, CAT_J, CAT_P, OPS, Const, Node, Op, Var, make, walk
-from .reduce import run_reduction
+from .formula_methods import FormulaMethods
+from .reduction_methods import ReductionMethods
+from .solve import solve as _solve_linear_system
 
 _ROLE_AXES = {CAT_I: "i", CAT_J: "j", CAT_P: "parameter"}
+
+
+@dataclass(frozen=True)
+class Symbolic:
+    """The array of a pykeops symbolic variable `LazyTensor((index, dim, cat))`, given only
+    when the reduction is called."""
+
+    index: int
+    dim: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.dim,)
 
 
 def _substitute(node: Node, mapping: dict[Var, Var]) -> Node:
@@ -35,39 +57,99 @@ def _substitute(node: Node, mapping: dict[Var, Var]) -> Node:
     return new[node]
 
 
-class LazyTensor:
-    """A symbolic tensor F(x_i, y_j, p) of shape (*batch, M, N, D), never materialised.
+def _same_leaf(a: Any, b: Any) -> bool:
+    return a is b or (isinstance(a, Symbolic) and isinstance(b, Symbolic) and a == b)
+
+
+def _is_complex_scalar(x: Any) -> bool:
+    return isinstance(x, (complex, np.complexfloating))
+
+
+def _is_complex_array(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating)
+
+
+class LazyTensor(FormulaMethods, ReductionMethods):
+    """A symbolic tensor F(x_i, y_j, p) of internal shape (*batch, M, N, D), never materialised.
+
+    Built from arrays as in pykeops: (..., M, 1, D) is an i-variable, (..., 1, N, D) a
+    j-variable, (..., 1, 1, D), (D,) or a scalar a parameter; `LazyTensor(x, axis=0|1|2)` takes
+    (..., rows, D) arrays with an explicit role, and `LazyTensor((index, dim, cat))` a symbolic
+    variable whose array is given when the reduction is called.
 
     Example:
         >>> import jax.numpy as jnp
-        >>> from jaxkeops import Vi, Vj
+        >>> from jaxkeops import LazyTensor
         >>> x, y, b = jnp.ones((5, 3)), jnp.zeros((4, 3)), jnp.ones((4, 2))
-        >>> K = (-((Vi(x) - Vj(y)) ** 2).sum(-1)).exp()
+        >>> x_i, y_j = LazyTensor(x[:, None, :]), LazyTensor(y[None, :, :])
+        >>> K = (-((x_i - y_j) ** 2).sum(-1)).exp()
+        >>> K.shape
+        (5, 4)
         >>> (K @ b).shape
         (5, 2)
     """
 
-    __array_priority__ = 100  # so numpy arrays defer to LazyTensor operators
+    __array_priority__ = 100  # numpy arrays defer to LazyTensor operators
+    __array_ufunc__ = None  # ... including numpy ufuncs such as np.float64(2) * x
     __hash__ = None  # == builds a formula, as in pykeops
+    is_complex = False
+    _complex_class: type | None = None  # the subclass that handles complex data
 
-    def __init__(self, x: Any, axis: int | None = None):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.is_complex:
+            LazyTensor._complex_class = cls
+
+    def __new__(cls, x: Any = None, axis: int | None = None):
+        if cls is LazyTensor and (_is_complex_scalar(x) or _is_complex_array(x)
+                                  or getattr(x, "is_complex", False)):
+            if LazyTensor._complex_class is None:
+                raise TypeError("complex LazyTensors need jaxkeops.lazy.complex to be imported")
+            return object.__new__(LazyTensor._complex_class)
+        return object.__new__(cls)
+
+    def __init__(self, x: Any = None, axis: int | None = None):
         if isinstance(x, LazyTensor):
             self.formula, self._leaves = x.formula, x._leaves
             return
+        if isinstance(x, tuple):
+            self._init_symbolic(x, axis)
+            return
+        if isinstance(x, (bool, np.bool_)):
+            raise TypeError(f"a LazyTensor cannot be built from the boolean {x!r}")
         if isinstance(x, (int, float, np.integer, np.floating)):
-            if axis is not None:
-                raise ValueError(f"a scalar ({x!r}) cannot be an i-, j- or parameter variable; "
-                                 "pass an array, or use the scalar directly in the formula")
+            if axis not in (None, CAT_P):
+                raise ValueError(f"a scalar ({x!r}) cannot be an i- or j-variable; pass an "
+                                 "array, or use the scalar directly in the formula")
             self.formula, self._leaves = Const(float(x)), ()
             return
         a = x if hasattr(x, "shape") and hasattr(x, "dtype") else jnp.asarray(x)
+        self._leaves, self.formula = self._leaf_of_array(a, axis)
+
+    def _init_symbolic(self, x: tuple, axis: Any) -> None:
+        if len(x) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                  for v in x):
+            raise ValueError(f"LazyTensor(tuple) takes a symbolic variable (index, dim, cat) of "
+                             f"three integers, got {x!r}")
+        if axis is not None:
+            raise ValueError("axis must not be given with a symbolic variable (index, dim, cat)")
+        index, dim, cat = (int(v) for v in x)
+        var = Var(0, dim, cat)  # checks dim and cat
+        self._leaves = ((Symbolic(index, dim), cat),)
+        self.formula = var
+
+    @staticmethod
+    def _leaf_of_array(a: Any, axis: int | None) -> tuple[tuple, Node]:
         shape = tuple(a.shape)
         if axis is not None:
-            if axis not in (0, 1, 2):
-                raise ValueError(f"axis must be 0 (i), 1 (j) or 2 (parameter), got {axis}")
+            if isinstance(axis, bool) or axis not in (0, 1, 2):
+                raise ValueError(f"axis must be 0 (i), 1 (j) or 2 (parameter), got {axis!r}")
             cat = axis
             if len(shape) == 1 and cat != CAT_P:
                 a, shape = a[:, None], shape + (1,)
+            elif len(shape) == 0 and cat == CAT_P:
+                a = a.reshape(1)
         elif len(shape) <= 1:
             cat = CAT_P
             if len(shape) == 0:
@@ -90,19 +172,17 @@ class LazyTensor:
         if cat != CAT_P and a.ndim < 2:
             raise ValueError(f"an {_ROLE_AXES[cat]}-variable needs shape (..., rows, dim), "
                              f"got {shape}")
-        self._leaves = ((a, cat),)
-        self.formula = Var(0, int(a.shape[-1]), cat)
+        return ((a, cat),), Var(0, int(a.shape[-1]), cat)
 
     # ----------------------------------------------------------------------------------------
     # Structure.
     @classmethod
     def _make(cls, formula: Node, leaves: tuple) -> LazyTensor:
-        out = cls.__new__(cls)
+        out = object.__new__(cls)
         out.formula, out._leaves = formula, leaves
         return out
 
-    @staticmethod
-    def _wrap(x: Any) -> LazyTensor:
+    def _wrap(self, x: Any) -> LazyTensor:
         return x if isinstance(x, LazyTensor) else LazyTensor(x)
 
     @staticmethod
@@ -114,49 +194,104 @@ class LazyTensor:
             mapping = {}
             for index, (array, cat) in enumerate(t._leaves):
                 position = next((p for p, (b, c) in enumerate(leaves)
-                                 if b is array and c == cat), None)
+                                 if _same_leaf(b, array) and c == cat), None)
                 if position is None:
                     position = len(leaves)
                     leaves.append((array, cat))
                 if position != index:
-                    mapping[Var(index, int(array.shape[-1]), cat)] = Var(
-                        position, int(array.shape[-1]), cat)
+                    dim = int(array.shape[-1])
+                    mapping[Var(index, dim, cat)] = Var(position, dim, cat)
             formulas.append(_substitute(t.formula, mapping))
         return formulas, tuple(leaves)
 
     def _op(self, name: str, *others: Any, params: Sequence = ()) -> LazyTensor:
         tensors = [self, *(self._wrap(o) for o in others)]
+        complex_operand = next((t for t in tensors if t.is_complex), None)
+        if complex_operand is not None and not self.is_complex:
+            return complex_operand._op_with_real(name, tensors, params)
         formulas, leaves = self._merge(*tensors)
         return self._make(make(name, *formulas, params=params), leaves)
+
+    def _binary_formula(self, other: Any, build) -> LazyTensor:
+        """A LazyTensor whose formula `build(self.formula, other.formula)` makes."""
+        formulas, leaves = self._merge(self, self._wrap(other))
+        return self._make(build(*formulas), leaves)
 
     def _rop(self, name: str, other: Any) -> LazyTensor:
         return self._wrap(other)._op(name, self)
 
+    def _concrete_leaves(self) -> list[tuple[Any, int]]:
+        return [(a, c) for a, c in self._leaves if not isinstance(a, Symbolic)]
+
     @property
     def batch_shape(self) -> tuple[int, ...]:
-        shapes = [tuple(a.shape[:-1 if c == CAT_P else -2]) for a, c in self._leaves]
+        """The leading batch dims every variable broadcasts to."""
+        shapes = [tuple(a.shape[:-1 if c == CAT_P else -2]) for a, c in self._concrete_leaves()]
         try:
             return tuple(np.broadcast_shapes(*shapes)) if shapes else ()
         except ValueError:
             listed = ", ".join(f"{_ROLE_AXES[c]}-variable of shape {tuple(a.shape)}"
-                               for a, c in self._leaves)
+                               for a, c in self._concrete_leaves())
             raise ValueError(f"batch dimensions do not broadcast: {listed}") from None
 
+    batchdims = batch_shape
+
     @property
-    def shape(self) -> tuple[int, ...]:
-        m = next((a.shape[-2] for a, c in self._leaves if c == CAT_I), 1)
-        n = next((a.shape[-2] for a, c in self._leaves if c == CAT_J), 1)
-        return self.batch_shape + (m, n, self.formula.dim)
+    def nbatchdims(self) -> int:
+        return len(self.batch_shape)
+
+    def _rows(self, cat: int) -> int | None:
+        return next((int(a.shape[-2]) for a, c in self._concrete_leaves() if c == cat), None)
+
+    @property
+    def ni(self) -> int | None:
+        """M, the number of i-rows (None without an i-variable)."""
+        return self._rows(CAT_I)
+
+    @property
+    def nj(self) -> int | None:
+        """N, the number of j-rows (None without a j-variable)."""
+        return self._rows(CAT_J)
 
     @property
     def ndim(self) -> int:
-        return len(self.shape)
+        """The vector dimension D of the formula (pykeops's meaning, not len(shape))."""
+        return self.formula.dim
+
+    @property
+    def _shape(self) -> tuple[int, ...]:
+        """pykeops's internal shape (*batch, M, N, D), with 1 for a missing M or N."""
+        return self.batch_shape + (self.ni or 1, self.nj or 1, self.ndim)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(*batch, M, N) for a scalar formula, (*batch, M, N, D) otherwise (as in pykeops)."""
+        s = self._shape
+        return s[:-1] if s[-1] == 1 else s
+
+    def dim(self) -> int:
+        """The number of axes of the internal shape, as torch's `dim()`: nbatchdims + 3."""
+        return len(self._shape)
+
+    @property
+    def dtype(self):
+        """The common dtype of the arrays, or None for a purely symbolic LazyTensor."""
+        arrays = [a for a, _ in self._concrete_leaves()]
+        return jnp.result_type(*arrays) if arrays else None
+
+    @property
+    def variables(self) -> tuple:
+        """The arrays of the variables, in the order the formula numbers them."""
+        return tuple(a for a, _ in self._leaves)
 
     def __repr__(self) -> str:
         return f"LazyTensor({self.formula!r}, shape={self.shape})"
 
+    def __str__(self) -> str:
+        return f"jaxkeops LazyTensor\n    formula: {self.formula!r}\n    shape: {self.shape}"
+
     # ----------------------------------------------------------------------------------------
-    # Arithmetic.
+    # Arithmetic. A complex operand takes over (see `jaxkeops.lazy.complex`).
     def __add__(self, o): return self._op("Add", o)
     def __radd__(self, o): return self._rop("Add", o)
     def __sub__(self, o): return self._op("Subtract", o)
@@ -182,6 +317,8 @@ class LazyTensor:
     def __ge__(self, o): return self._op("GreaterOrEqual", o)
 
     def __pow__(self, exponent: Any) -> LazyTensor:
+        """x ** n: Square for 2, Pow for other integers, Sqrt and Rsqrt for 0.5 and -0.5,
+        Powf for other floats and for LazyTensor exponents (defined for x > 0)."""
         if isinstance(exponent, (int, np.integer)) or (
             isinstance(exponent, float) and exponent.is_integer() and abs(exponent) < 2**31
         ):
@@ -193,131 +330,86 @@ class LazyTensor:
                 return self._op("Rsqrt")
         return self._op("Powf", exponent)
 
+    def power(self, exponent: Any) -> LazyTensor:
+        """`x.power(y)` is `x ** y`, as in pykeops."""
+        return self ** exponent
+
+    def pow(self, exponent: Any) -> LazyTensor:
+        """`x.pow(y)` is `x ** y`."""
+        return self ** exponent
+
     def __getitem__(self, key) -> LazyTensor:
+        """x[k], x[a:b], or the same key after leading `:`/`...`: indexing of the vector axis."""
         if isinstance(key, tuple) and len(key) >= 1 and all(k is Ellipsis or k == slice(None)
                                                             for k in key[:-1]):
             key = key[-1]
-        if isinstance(key, (int, np.integer)):
-            k = int(key) + (self.formula.dim if key < 0 else 0)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            k = int(key) + (self.ndim if key < 0 else 0)
             return self._op("Elem", params=(k,))
         if isinstance(key, slice) and key.step in (None, 1):
-            start, stop, _ = key.indices(self.formula.dim)
+            start, stop, _ = key.indices(self.ndim)
             return self._op("Extract", params=(start, stop - start))
         raise IndexError(f"LazyTensor indexing takes an int or a slice of the last axis, not "
                          f"{key!r}")
 
-    def __matmul__(self, v: Any) -> jnp.ndarray:
-        """K @ v = sum_j K_ij v_j for v of shape (*batch, N) or (*batch, N, E)."""
-        v = jnp.asarray(v)
-        vector = v.ndim == 1 or (v.ndim == len(self.batch_shape) + 1 and self.formula.dim == 1)
-        vj = LazyTensor(v[..., None] if vector else v, axis=CAT_J)
-        out = (self * vj).sum(axis=-2)
-        return out[..., 0] if vector else out
-
-    # Vector operations with pykeops names (the elementwise functions come from the op table).
-    def concat(self, other): return self._op("Concat", other)
-    def sqdist(self, other): return self._op("SqDist", other)
-    def weightedsqnorm(self, s): return self._wrap(s)._op("WeightedSqNorm", self)
-    def weightedsqdist(self, other, s): return self._wrap(s)._op("WeightedSqDist", self, other)
-    def matvecmult(self, other): return self._op("MatVecMult", other)
-    def vecmatmult(self, other): return self._op("VecMatMult", other)
-    def tensorprod(self, other): return self._op("TensorProd", other)
-    def one_hot(self, dim: int): return self._op("OneHot", params=(dim,))
-    def elem(self, k: int): return self._op("Elem", params=(k,))
-    def extract(self, start: int, length: int): return self._op("Extract", params=(start, length))
-
-    def kron(self, other, shape_a: Sequence[int] = (), shape_b: Sequence[int] = ()):
-        """Kronecker product of self (a shape_a matrix) and other (shape_b); vectors by default."""
-        return self._op("Kron", other, params=(tuple(shape_a) + tuple(shape_b),))
-
-    def tensordot(self, other, dimfa, dimfb, contfa, contfb):
-        params = tuple(tuple(int(v) for v in np.atleast_1d(p))
-                       for p in (dimfa, dimfb, contfa, contfb))
-        return self._op("TensorDot", other, params=params)
-
-    def permute(self, shape: Sequence[int], axes: Sequence[int]):
-        """self read as a row-major tensor of `shape`, axes permuted as numpy.transpose does."""
-        return self._op("Permute", params=(tuple(shape), tuple(axes)))
-
-    def clamp(self, a, b) -> LazyTensor:
-        if all(isinstance(v, (int, np.integer)) for v in (a, b)):
-            return self._op("ClampInt", params=(int(a), int(b)))
-        return self._op("Clamp", a, b)
-
-    def ifelse(self, a, b): return self._op("IfElse", a, b)
-    def mod(self, modulus, offset=0.0): return self._op("Mod", modulus, offset)
-    def round(self, decimals: int = 0): return self._op("Round", params=(decimals,))
-    def pow(self, n): return self ** n
-    def powf(self, y): return self._op("Powf", y)
-    def atan2(self, x): return self._op("Atan2", x)
-    def clampint(self, a: int, b: int): return self._op("ClampInt", params=(a, b))
-
     # ----------------------------------------------------------------------------------------
-    # Reductions.
-    def _axis(self, axis: int | None, dim: int | None, allow_vector: bool = True) -> int:
-        """-1 for the vector axis, 0 to reduce over i, 1 to reduce over j."""
-        if axis is None:
-            axis = dim
-        if axis is None:
-            raise ValueError("give the axis to reduce: -3 (or M's axis) for i, -2 for j")
-        nd = self.ndim
-        a = axis + nd if axis < 0 else axis
-        if a == nd - 1 and allow_vector:
-            return -1
-        if a == nd - 2:
-            return 1
-        if a == nd - 3:
-            return 0
-        raise ValueError(f"cannot reduce axis {axis} of a LazyTensor of shape {self.shape}: "
-                         "use -3 (i), -2 (j)" + (" or -1 (vector)" if allow_vector else ""))
+    # Linear-operator views.
+    def solve(self, other: Any, var: Any = None, call: bool = True, **kwargs: Any) -> Any:
+        """(alpha I + self)^-1 other by conjugate gradient, as pykeops's LazyTensor.solve, for a
+        symmetric positive (semi-)definite self: `alpha` (default 1e-10), `eps` (stop when the
+        RMS residual is below it, default 1e-6), `maxiter`, `precond`, `on_nonconvergence`,
+        `return_info` and pykeops's reduction keywords; see `jaxkeops.lazy.solve.solve`.
+        Differentiable with respect to other, alpha and every array of self, without
+        differentiating the CG loop.
 
-    def _reduce(self, reduction: str, axis: int, extra: Sequence[LazyTensor] = (),
-                k: int | None = None, sum_scheme: str = "block"):
-        formulas, leaves = self._merge(self, *extra)
-        arrays = [a for a, _ in leaves]
-        variables = [Var(i, int(a.shape[-1]), c) for i, (a, c) in enumerate(leaves)]
-        names = [f"{'ijp'[c]}-variable #{i} {tuple(a.shape)}" for i, (a, c) in enumerate(leaves)]
-        outs = run_reduction(formulas, reduction, axis, variables, arrays, names, k=k,
-                             sum_scheme=sum_scheme)
-        return outs[0] if len(outs) == 1 else outs
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x = jnp.linspace(0, 1, 20).reshape(10, 2)
+            >>> K = (-((Vi(x) - Vj(x)) ** 2).sum(-1) / 0.1).exp()
+            >>> K.solve(Vi(jnp.ones((10, 3))), alpha=0.5).shape
+            (10, 3)
+        """
+        return _solve_linear_system(self, other, var=var, call=call, **kwargs)
 
-    def sum(self, axis: int | None = None, dim: int | None = None, sum_scheme: str = "block"):
-        a = self._axis(axis, dim)
-        if a == -1:
-            return self._op("Sum")
-        return self._reduce("Sum", a, sum_scheme=sum_scheme)
+    def t(self) -> LazyTensor:
+        """The transpose: i- and j-variables swap roles, so `K.t().shape == (..., N, M)`."""
+        swap = {CAT_I: CAT_J, CAT_J: CAT_I, CAT_P: CAT_P}
+        leaves = tuple((a, swap[c]) for a, c in self._leaves)
+        mapping = {Var(k, int(a.shape[-1]), c): Var(k, int(a.shape[-1]), swap[c])
+                   for k, (a, c) in enumerate(self._leaves) if c != CAT_P}
+        return self._make(_substitute(self.formula, mapping), leaves)
 
-    def _extremum(self, name: str, vector_op: str | None, axis, dim):
-        a = self._axis(axis, dim, allow_vector=vector_op is not None)
-        if a == -1:
-            return self._op(vector_op)
-        return self._reduce(name, a)
+    @property
+    def T(self) -> LazyTensor:
+        """numpy-style alias of `t()`."""
+        return self.t()
 
-    def min(self, axis=None, dim=None): return self._extremum("Min", "Min", axis, dim)
-    def max(self, axis=None, dim=None): return self._extremum("Max", "Max", axis, dim)
-    def argmin(self, axis=None, dim=None): return self._extremum("ArgMin", "ArgMin", axis, dim)
-    def argmax(self, axis=None, dim=None): return self._extremum("ArgMax", "ArgMax", axis, dim)
-    def min_argmin(self, axis=None, dim=None): return self._extremum("Min_ArgMin", None, axis, dim)
-    def max_argmax(self, axis=None, dim=None): return self._extremum("Max_ArgMax", None, axis, dim)
+    def matvec(self, v: Any):
+        """`K @ v`, for scipy.sparse.linalg.LinearOperator."""
+        return self @ v
 
-    def Kmin(self, K: int, axis=None, dim=None):
-        return self._reduce("KMin", self._axis(axis, dim, False), k=K)
+    def rmatvec(self, v: Any):
+        """`K.T @ v`, for scipy.sparse.linalg.LinearOperator."""
+        return self.T @ v
 
-    def argKmin(self, K: int, axis=None, dim=None):
-        return self._reduce("ArgKMin", self._axis(axis, dim, False), k=K)
+    # Complex numbers (the complex subclass does the work).
+    def _complex(self) -> type:
+        if LazyTensor._complex_class is None:
+            raise TypeError("complex LazyTensors need jaxkeops.lazy.complex to be imported")
+        return LazyTensor._complex_class
 
-    def Kmin_argKmin(self, K: int, axis=None, dim=None):
-        return self._reduce("KMin_ArgKMin", self._axis(axis, dim, False), k=K)
+    def real2complex(self) -> LazyTensor:
+        """self as complex numbers with a zero imaginary part."""
+        return self._complex().from_real(self)
 
-    kmin, argkmin, kmin_argkmin = Kmin, argKmin, Kmin_argKmin
+    def imag2complex(self) -> LazyTensor:
+        """1j * self, as complex numbers."""
+        return self._complex().from_imag(self)
 
-    def logsumexp(self, axis=None, dim=None, weight: Any = None):
-        a = self._axis(axis, dim, allow_vector=False)
-        extra = () if weight is None else (self._wrap(weight),)
-        return self._reduce("LogSumExp", a, extra)
-
-    def sumsoftmaxweight(self, weight: Any, axis=None, dim=None):
-        return self._reduce("SumSoftMaxWeight", self._axis(axis, dim, False), (self._wrap(weight),))
+    def exp1j(self) -> LazyTensor:
+        """exp(1j * self), as complex numbers."""
+        return self._complex().exp1j_of(self)
 
 
 def _attach_table_methods() -> None:
@@ -341,16 +433,37 @@ _attach_table_methods()
 
 
 def Vi(x: Any) -> LazyTensor:
-    """An i-variable: x of shape (*batch, M, D) or (M,), indexed by the rows i."""
+    """An i-variable: x of shape (*batch, M, D) or (M,), indexed by the rows i.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxkeops import Vi
+        >>> Vi(jnp.ones((10, 3))).shape
+        (10, 1, 3)
+    """
     return LazyTensor(x, axis=CAT_I)
 
 
 def Vj(x: Any) -> LazyTensor:
-    """A j-variable: x of shape (*batch, N, D) or (N,), indexed by the columns j."""
+    """A j-variable: x of shape (*batch, N, D) or (N,), indexed by the columns j.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxkeops import Vj
+        >>> Vj(jnp.ones(7)).shape
+        (1, 7)
+    """
     return LazyTensor(x, axis=CAT_J)
 
 
 def Pm(x: Any) -> LazyTensor:
-    """A parameter: a scalar, or x of shape (D,) or (*batch, D), the same for every (i, j)."""
-    a = jnp.asarray(x)
+    """A parameter: a scalar, or x of shape (D,) or (*batch, D), the same for every (i, j).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxkeops import Pm
+        >>> Pm(jnp.ones(3)).shape
+        (1, 1, 3)
+    """
+    a = x if hasattr(x, "shape") and hasattr(x, "dtype") else jnp.asarray(x)
     return LazyTensor(a.reshape(1) if a.ndim == 0 else a, axis=CAT_P)

@@ -1,0 +1,190 @@
+"""The formula-building methods of LazyTensor with pykeops's names: vector operations, tensor
+algebra, B-splines, soft-DTW and KeOps's symbolic calculus (Grad, Diff, GradMatrix, ...).
+
+The elementwise functions (exp, log, sqnorm2, ...) are attached from the op table in
+lazytensor.py; these are the methods whose arguments need more than the op table's generic
+signature. Every one returns a LazyTensor (a mixin: it relies on LazyTensor's `_op`, `_merge`,
+`_wrap` and `_make`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..autodiff import calculus
+from ..formulas import Node, Var
+from ..formulas.functions import difference_matrix
+from ..formulas.tensor_ops import kron, tensordot_permuted
+
+if TYPE_CHECKING:  # lazytensor.py imports this module
+    from .lazytensor import LazyTensor
+
+
+class FormulaMethods:
+    """pykeops's formula methods of LazyTensor."""
+
+    def concat(self, other): return self._op("Concat", other)
+    def sqdist(self, other): return self._op("SqDist", other)
+    def weightedsqnorm(self, s): return self._wrap(s)._op("WeightedSqNorm", self)
+    def weightedsqdist(self, other, s): return self._wrap(s)._op("WeightedSqDist", self, other)
+    def matvecmult(self, other): return self._op("MatVecMult", other)
+    def vecmatmult(self, other): return self._op("VecMatMult", other)
+    def tensorprod(self, other): return self._op("TensorProd", other)
+    def elem(self, k: int): return self._op("Elem", params=(k,))
+    def extract(self, start: int, length: int): return self._op("Extract", params=(start, length))
+    def atan2(self, x): return self._op("Atan2", x)
+    def powf(self, y): return self._op("Powf", y)
+    def ifelse(self, a, b): return self._op("IfElse", a, b)
+    def mod(self, modulus, offset=0.0): return self._op("Mod", modulus, offset)
+    def round(self, decimals: int = 0): return self._op("Round", params=(decimals,))
+    def clampint(self, a: int, b: int): return self._op("ClampInt", params=(a, b))
+
+    def one_hot(self, dim: int) -> LazyTensor:
+        """1 at component round(x) of a vector of dimension `dim`, 0 elsewhere."""
+        return self._op("OneHot", params=(dim,))
+
+    def clamp(self, a, b) -> LazyTensor:
+        """a where x < a, b where x > b, x in between (integer bounds use ClampInt)."""
+        if all(isinstance(v, (int, np.integer)) for v in (a, b)):
+            return self._op("ClampInt", params=(int(a), int(b)))
+        return self._op("Clamp", a, b)
+
+    def sinc(self) -> LazyTensor:
+        """The normalised sinc, sin(pi x) / (pi x), and 1 at 0 (as torch.sinc and pykeops)."""
+        return (math.pi * self)._op("SinXDivX")
+
+    def norm(self, dim: int) -> LazyTensor:
+        """The euclidean norm over the vector axis (`dim` must be -1, as in pykeops)."""
+        if dim not in (-1, len(self._shape) - 1):
+            raise ValueError(f"norm takes dim=-1 (the vector axis), got dim={dim!r}")
+        return self._op("Norm2")
+
+    def kron(self, other, shape_a: Sequence[int] = (), shape_b: Sequence[int] = ()):
+        """Kronecker product of self and other read as row-major tensors of shapes `shape_a`
+        and `shape_b` (of the same length; vectors by default)."""
+        return self._binary_formula(other, lambda a, b: kron(
+            a, b, tuple(shape_a) or (a.dim,), tuple(shape_b) or (b.dim,)))
+
+    def keops_kron(self, other, dimfself: Sequence[int], dimfother: Sequence[int]) -> LazyTensor:
+        """pykeops's Kronecker product: the flattened np.kron of self and other read as
+        row-major tensors of shapes `dimfself` and `dimfother` (of the same length)."""
+        return self._binary_formula(other, lambda a, b: kron(a, b, dimfself, dimfother))
+
+    def tensordot(self, other, dimfa, dimfb, contfa, contfb):
+        """numpy.tensordot of self (shape dimfa) and other (shape dimfb) over contfa, contfb."""
+        params = tuple(tuple(int(v) for v in np.atleast_1d(p))
+                       for p in (dimfa, dimfb, contfa, contfb))
+        return self._op("TensorDot", other, params=params)
+
+    def keops_tensordot(self, other, dimfa, dimfb, contfa, contfb, *permutation) -> LazyTensor:
+        """pykeops's tensordot: as `tensordot`, then the optional `permutation` of the output
+        axes with KeOps's meaning (kept axis t goes to output position permutation[t])."""
+        perm = permutation[0] if permutation else None
+        return self._binary_formula(other, lambda a, b: tensordot_permuted(
+            a, b, dimfa, dimfb, contfa, contfb, perm))
+
+    def permute(self, shape: Sequence[int], axes: Sequence[int]):
+        """self read as a row-major tensor of `shape`, axes permuted as numpy.transpose does."""
+        return self._op("Permute", params=(tuple(shape), tuple(axes)))
+
+    def difference_matrix(self, other) -> LazyTensor:
+        """The differences self_i - other_j at component j * self.ndim + i (KeOps's
+        DifferenceMatrix): dimension self.ndim * other.ndim."""
+        return self._binary_formula(other, difference_matrix)
+
+    def bspline(self, x: Any, k: int = 0) -> LazyTensor:
+        """The B-spline basis functions of order k for the knots `self` (dimension n),
+        evaluated at the scalar x: dimension n - k - 1 (KeOps's BSpline)."""
+        return self._op("BSpline", x, params=(k,))
+
+    def softdtw_sqdist(self, other, gamma) -> LazyTensor:
+        """The soft-DTW discrepancy between the sequences self and other, with squared
+        euclidean costs and smoothing `gamma` (KeOps's SoftDTW_SqDist)."""
+        return self._op("SoftDTW_SqDist", other, gamma)
+
+    @staticmethod
+    def concatenate(tensors: Sequence[LazyTensor], axis: int = -1) -> LazyTensor:
+        """Concatenation along the vector axis (the only one pykeops allows)."""
+        if axis not in (-1,) and not (tensors and axis == len(tensors[0]._shape) - 1):
+            raise ValueError(f"LazyTensors are concatenated along the vector axis (-1), not "
+                             f"axis={axis!r}")
+        if not tensors:
+            raise ValueError("concatenate needs at least one LazyTensor")
+        out = tensors[0]
+        for t in tensors[1:]:
+            out = out.concat(t)
+        return out
+
+    @staticmethod
+    def cat(tensors: Sequence[LazyTensor], dim: int) -> LazyTensor:
+        """torch-style name of `concatenate`."""
+        return FormulaMethods.concatenate(tensors, dim)
+
+    # Symbolic calculus (KeOps's Grad, Diff, GradMatrix, Divergence, Laplacian, TraceOperator,
+    # AdjointOperator): the results are ordinary formulas, built by jaxkeops's autodiff.
+    def _with_variable(self, v: Any, *others: Any) -> tuple[list[Node], tuple, Var]:
+        formulas, leaves = self._merge(self, self._wrap(v), *(self._wrap(o) for o in others))
+        if not isinstance(formulas[1], Var):
+            raise TypeError(f"the variable to differentiate with respect to must be a variable "
+                            f"(Vi, Vj, Pm or a symbolic LazyTensor), got {formulas[1]!r}")
+        return formulas, leaves, formulas[1]
+
+    def grad(self, v: LazyTensor, e: Any) -> LazyTensor:
+        """The gradient of <self, e> with respect to the variable `v` (KeOps's Grad).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> g = ((x_i - y_j) ** 2).sum(-1).grad(x_i, 1.0)   # 2 (x_i - y_j)
+            >>> g.sum(axis=1)[0].tolist()
+            [8.0, 8.0, 8.0]
+        """
+        f, leaves, var = self._with_variable(v, e)
+        return self._make(calculus.grad(f[0], var, f[2]), leaves)
+
+    def diff(self, v: LazyTensor, e: Any) -> LazyTensor:
+        """The derivative of self with respect to the variable `v` along `e` (KeOps's Diff)."""
+        f, leaves, var = self._with_variable(v, e)
+        return self._make(calculus.diff(f[0], var, f[2]), leaves)
+
+    def grad_matrix(self, v: LazyTensor) -> LazyTensor:
+        """The Jacobian of self with respect to `v`: component i * v.ndim + k is
+        d self_i / d v_k (KeOps's GradMatrix)."""
+        f, leaves, var = self._with_variable(v)
+        return self._make(calculus.grad_matrix(f[0], var), leaves)
+
+    def divergence(self, v: LazyTensor) -> LazyTensor:
+        """sum_k d self_k / d v_k (self and v of the same dimension)."""
+        f, leaves, var = self._with_variable(v)
+        return self._make(calculus.divergence(f[0], var), leaves)
+
+    def laplacian(self, v: LazyTensor) -> LazyTensor:
+        """sum_k d^2 self / d v_k^2 for a scalar self."""
+        f, leaves, var = self._with_variable(v)
+        return self._make(calculus.laplacian(f[0], var), leaves)
+
+    def trace_operator(self, v: LazyTensor) -> LazyTensor:
+        """The trace of self, a formula linear in the variable `v` (KeOps's TraceOperator)."""
+        f, leaves, var = self._with_variable(v)
+        return self._make(calculus.trace_operator(f[0], var), leaves)
+
+    def adjoint_operator(self, v: LazyTensor, e: Any) -> LazyTensor:
+        """The adjoint of self, a formula linear in the variable `v`, applied to `e` (KeOps's
+        AdjointOperator)."""
+        f, leaves, var = self._with_variable(v, e)
+        return self._make(calculus.adjoint_operator(f[0], var, f[2]), leaves)
+
+    def factorize(self, other: Any) -> LazyTensor:
+        """pykeops's factorization hint: the same values. jaxkeops's code generator shares
+        common subexpressions by itself, so the formula is returned as it is."""
+        self._wrap(other)
+        return self
+
+    def auto_factorize(self) -> LazyTensor:
+        """pykeops's automatic factorization hint: the same values (see `factorize`)."""
+        return self
