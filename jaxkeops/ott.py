@@ -260,7 +260,16 @@ class PointCloud(pointcloud.PointCloud):
 
     @property
     def inv_scale_cost(self) -> jax.Array | float:
-        """1 / the scale of the cost (computed once, when the geometry was built)."""
+        """1 / the scale of the cost (computed once, when the geometry was built).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> geom.inv_scale_cost, round(float(geom.set_scale_cost("max_cost").inv_scale_cost), 4)
+            (1.0, 0.1111)
+        """
         if self._inv_scale is not None:
             return self._inv_scale
         return 1.0 / self._scale_cost
@@ -268,7 +277,16 @@ class PointCloud(pointcloud.PointCloud):
     @property
     def epsilon_scheduler(self) -> epsilon_scheduler.Epsilon:
         """OTT's epsilon scheduler; a statistic it needs was computed when the geometry was
-        built."""
+        built.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> type(geom.epsilon_scheduler).__name__, geom.epsilon_scheduler.target
+            ('Epsilon', 0.1)
+        """
         if isinstance(self._epsilon_init, epsilon_scheduler.Epsilon):
             return self._epsilon_init
         if self._epsilon_resolved is not None:
@@ -278,12 +296,30 @@ class PointCloud(pointcloud.PointCloud):
     @property
     def is_online(self) -> bool:
         """True: costs and kernels are computed on the fly (OTT's initialisers that need the
-        cost matrix, such as SortingInitializer, refuse online geometries)."""
+        cost matrix, such as SortingInitializer, refuse online geometries).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> geom.is_online
+            True
+        """
         return True
 
     @property
     def median_cost_matrix(self) -> jax.Array:
-        """Median of the (scaled) cost matrix, without building it."""
+        """Median of the (scaled) cost matrix, without building it.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> round(float(geom.median_cost_matrix), 4)      # median of 0, 4, 9, 1, 1, 4
+            2.5
+        """
         return self._median_of_costs() * self.inv_scale_cost
 
     # -------------------------------------------------------------------------------------
@@ -293,7 +329,30 @@ class PointCloud(pointcloud.PointCloud):
                          axis: int = 0) -> tuple[jax.Array, jax.Array]:
         """OTT's log-domain kernel application: with axis=0, over i,
         eps * log sum_i exp((f_i - C_ij) / eps) vec_i (size m); with axis=1, over j (size n).
-        Returns (value, sign); `vec` may hold negative numbers (implicit differentiation)."""
+
+        Args:
+            f: (n,) potential on x.
+            g: (m,) potential on y.
+            eps: the temperature.
+            vec: optional weights on the reduced points; may hold negative numbers (implicit
+                differentiation).
+            axis: 0 to reduce over i (the x), 1 over j (the y).
+
+        Returns:
+            (value, sign), as OTT's own geometries return them.
+
+        Example:
+            >>> import jax
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> value, sign = geom.apply_lse_kernel(jnp.zeros(2), jnp.zeros(3), 1.0, axis=0)
+            >>> [round(v, 4) for v in value.tolist()]            # log sum_i exp(-C_ij)
+            [0.3133, -0.9514, -3.9933]
+            >>> bool(jnp.allclose(value, jax.nn.logsumexp(-geom.cost_matrix, axis=0)))
+            True
+        """
         inv_eps = 1.0 / eps
         over_i = axis == 0
         potential, other = (f, g) if over_i else (g, f)
@@ -318,7 +377,16 @@ class PointCloud(pointcloud.PointCloud):
     def apply_kernel(self, vec: jax.Array, eps: float | None = None,
                      axis: int = 0) -> jax.Array:
         """exp(-C / eps) applied to vec: over j (axis=1, K @ vec) or over i (axis=0, K.T @ vec);
-        vec of shape (size,) or (size, k)."""
+        vec of shape (size,) or (size, k).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> [round(v, 4) for v in geom.apply_kernel(jnp.ones(3), eps=1.0, axis=1).tolist()]
+            [1.0184, 0.7541]
+        """
         if eps is None:
             eps = self.epsilon
         kernel = (-self._param(self.inv_scale_cost / eps) * self._cost()).exp()
@@ -328,7 +396,18 @@ class PointCloud(pointcloud.PointCloud):
                    fn: Callable[[Any], Any] | None = None, is_linear: bool = False) -> jax.Array:
         """C.T @ arr (axis=0) or C @ arr (axis=1), for arr of shape (size,) or (size, p), with
         `fn` applied to every cost first. `fn` must work on a jaxkeops LazyTensor, as OTT's
-        own `lambda x: x ** 2` does."""
+        own `lambda x: x ** 2` does.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> geom.apply_cost(jnp.ones(2), axis=0).tolist()     # column sums of C
+            [1.0, 5.0, 13.0]
+            >>> geom.apply_cost(jnp.ones(3), axis=1).tolist()     # row sums of C
+            [13.0, 6.0]
+        """
         del is_linear
         return self._apply_cost_to_vec(arr, axis=axis, fn=fn)
 
@@ -369,7 +448,19 @@ class PointCloud(pointcloud.PointCloud):
     def transport_cost(self, f: jax.Array, g: jax.Array) -> jax.Array:
         """<P, C> = sum_ij exp((f_i + g_j - C_ij) / eps) C_ij for the plan of potentials f, g,
         without building it (OTT's `SinkhornOutput.primal_cost` builds it for costs other than
-        the squared Euclidean one)."""
+        the squared Euclidean one).
+
+        Example:
+            >>> from ott.solvers import linear
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> out = linear.solve(geom)
+            >>> cost = geom.transport_cost(out.f, out.g)
+            >>> bool(jnp.allclose(cost, jnp.sum(out.matrix * geom.cost_matrix), rtol=1e-4))
+            True
+        """
         inv_eps = 1.0 / self.epsilon
         cost = self._param(self.inv_scale_cost) * self._cost()
         plan = (Vi(self._as_data(f) * inv_eps) + Vj(self._as_data(g) * inv_eps)
@@ -380,12 +471,32 @@ class PointCloud(pointcloud.PointCloud):
     # Explicit materialisation (debugging, small problems).
     @property
     def cost_matrix(self) -> jax.Array:
-        """The full n x m (scaled) cost matrix. Builds it: for checks on small problems only."""
+        """The full n x m (scaled) cost matrix. Builds it: for checks on small problems only.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> geom.cost_matrix.tolist()
+            [[0.0, 4.0, 9.0], [1.0, 1.0, 4.0]]
+        """
         return self.inv_scale_cost * self._unscaled_cost_matrix
 
     @property
     def kernel_matrix(self) -> jax.Array:
-        """The full n x m kernel exp(-C / eps). Builds it: for checks on small problems only."""
+        """The full n x m kernel exp(-C / eps). Builds it: for checks on small problems only.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> geom.kernel_matrix.shape
+            (2, 3)
+            >>> bool(jnp.allclose(geom.kernel_matrix, jnp.exp(-geom.cost_matrix / 0.1)))
+            True
+        """
         return jnp.exp(-self.cost_matrix / self.epsilon)
 
     # -------------------------------------------------------------------------------------
@@ -398,13 +509,33 @@ class PointCloud(pointcloud.PointCloud):
 
     def subset(self, row_ixs: jax.Array | None = None,
                col_ixs: jax.Array | None = None) -> PointCloud:
-        """The geometry of the rows `row_ixs` of x and the rows `col_ixs` of y."""
+        """The geometry of the rows `row_ixs` of x and the rows `col_ixs` of y (None: all).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> geom.subset(row_ixs=jnp.array([1])).shape
+            (1, 3)
+            >>> geom.subset(col_ixs=jnp.array([0, 2])).cost_matrix.tolist()
+            [[0.0, 9.0], [1.0, 4.0]]
+        """
         x = self.x if row_ixs is None else self.x[jnp.atleast_1d(row_ixs)]
         y = self.y if col_ixs is None else self.y[jnp.atleast_1d(col_ixs)]
         return self._rebuilt(x=x, y=y)
 
     def set_scale_cost(self, scale_cost: ScaleCost) -> PointCloud:
-        """The same geometry with another `scale_cost`."""
+        """The same geometry with another `scale_cost` (its statistic computed anew).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> geom.set_scale_cost("max_cost").cost_matrix.tolist()[1]   # C / max C = C / 9
+            [0.1111..., 0.1111..., 0.4444...]
+        """
         return self if scale_cost == self._scale_cost else self._rebuilt(scale_cost=scale_cost)
 
     def _cosine_to_sqeucl(self) -> PointCloud:
@@ -416,7 +547,17 @@ class PointCloud(pointcloud.PointCloud):
     def to_LRCGeometry(self, scale: float = 1.0, **kwargs: Any) -> geometry.Geometry:
         """OTT's low-rank factorisation of the cost: exact and matrix-free for SqEuclidean and
         NegDotProduct costs (OTT's `primal_cost` uses it); for other costs OTT's generic
-        factorisation, which reads (parts of) the cost matrix."""
+        factorisation, which reads (parts of) the cost matrix.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ott import PointCloud
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0], [3.0]])
+            >>> geom = PointCloud(x, y, epsilon=0.1)       # C = [[0, 4, 9], [1, 1, 4]]
+            >>> low_rank = geom.to_LRCGeometry()
+            >>> type(low_rank).__name__, bool(jnp.allclose(low_rank.cost_matrix, geom.cost_matrix))
+            ('LRCGeometry', True)
+        """
         if not (self.is_squared_euclidean or self.is_neg_dotp):
             return super().to_LRCGeometry(scale=scale, **kwargs)
         # The scale and epsilon as numbers: OTT's low-rank geometry cannot compute a median.

@@ -23,6 +23,21 @@ def dense_reduce(spec: KernelSpec, arrays: Sequence, names: Sequence[str] | None
 
     i-variables are (*batch, M, dim), j-variables (*batch, N, dim), parameters (*batch, dim).
     Returns a tuple with one array per output of the reduction, shaped as jaxkeops returns it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxkeops import Genred
+        >>> from jaxkeops.codegen.spec import KernelSpec
+        >>> from jaxkeops.testing import dense_reduce
+        >>> sums = Genred("SqDist(x, y)", ["x = Vi(1)", "y = Vj(1)"], reduction_op="Sum", axis=1)
+        >>> spec = KernelSpec(sums.formulas, sums.reduction, sums.axis, "float32",
+        ...                   args=sums.variables)
+        >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+        >>> print(dense_reduce(spec, [x, y])[0])   # 9 + 1 + 4, by brute force
+        [[14.]
+         [14.]]
+        >>> bool(jnp.allclose(sums(x, y), dense_reduce(spec, [x, y])[0]))
+        True
     """
     names = names or [repr(v) for v in spec.args]
     layout = check_call(spec.args, arrays, names)

@@ -227,26 +227,69 @@ class ComplexLazyTensor(LazyTensor):
     # Conversions from real LazyTensors (their real2complex, imag2complex, exp1j methods).
     @classmethod
     def from_real(cls, lt: LazyTensor) -> ComplexLazyTensor:
+        """lt as complex numbers lt + 0j (what `lt.real2complex()` calls).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi
+            >>> from jaxkeops.lazy.complex import ComplexLazyTensor
+            >>> ComplexLazyTensor.from_real(Vi(jnp.ones((2, 3)))).shape
+            (2, 1, 3)
+        """
         return cls._make(make("Real2Complex", lt.formula), lt._leaves)
 
     @classmethod
     def from_imag(cls, lt: LazyTensor) -> ComplexLazyTensor:
+        """lt as complex numbers 0 + lt j (what `lt.imag2complex()` calls).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi
+            >>> from jaxkeops.lazy.complex import ComplexLazyTensor
+            >>> ComplexLazyTensor.from_imag(Vi(jnp.ones((2, 3)))).shape
+            (2, 1, 3)
+        """
         return cls._make(make("Imag2Complex", lt.formula), lt._leaves)
 
     @classmethod
     def exp1j_of(cls, lt: LazyTensor) -> ComplexLazyTensor:
+        """exp(1j lt) for a real lt (what `lt.exp1j()` calls).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi
+            >>> from jaxkeops.lazy.complex import ComplexLazyTensor
+            >>> ComplexLazyTensor.exp1j_of(Vi(jnp.ones((2, 3)))).ndim
+            3
+        """
         return cls._make(make("ComplexExp1j", lt.formula), lt._leaves)
 
     # ----------------------------------------------------------------------------------------
     # Structure.
     @property
     def ndim(self) -> int:
-        """D, the number of complex components (the formula has 2D real components)."""
+        """D, the number of complex components (the formula has 2D real components).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> z_i.ndim, z_i.formula.dim   # one complex component, two real ones
+            (1, 2)
+        """
         return self.formula.dim // 2
 
     @property
     def dtype(self):
-        """complex64 or complex128, after the real dtype of the arrays (None if symbolic)."""
+        """complex64 or complex128, after the real dtype of the arrays (None if symbolic).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> z_i.dtype
+            dtype('complex64')
+        """
         real = super().dtype
         return None if real is None else jnp.result_type(real, jnp.complex64)
 
@@ -270,29 +313,94 @@ class ComplexLazyTensor(LazyTensor):
     # Complex parts.
     @property
     def real(self) -> LazyTensor:
-        """The real parts (a real LazyTensor)."""
+        """The real parts (a real LazyTensor).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> print(z_i.real.sum(axis=0))
+            [[1.]]
+        """
         return self._op("ComplexReal")
 
     @property
     def imag(self) -> LazyTensor:
-        """The imaginary parts (a real LazyTensor)."""
+        """The imaginary parts (a real LazyTensor).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> print(z_i.imag.sum(axis=0))
+            [[3.]]
+        """
         return self._op("ComplexImag")
 
     def angle(self) -> LazyTensor:
-        """The arguments atan2(imag, real), in [-pi, pi] (a real LazyTensor)."""
+        """The arguments atan2(imag, real), in [-pi, pi] (a real LazyTensor).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> print(z_i.angle().sum(axis=0).round(4))   # pi/4 + pi/2
+            [[2.3562]]
+        """
         return self._op("ComplexAngle")
 
     def conj(self) -> ComplexLazyTensor:
-        """The complex conjugates."""
+        """The complex conjugates.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> print(z_i.conj().sum(axis=0))
+            [[1.-3.j]]
+        """
         return self._op("Conj")
 
     def real2complex(self):
+        """Raises TypeError: the LazyTensor is complex already.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> z_i.real2complex()
+            Traceback (most recent call last):
+                ...
+            TypeError: real2complex applies to real LazyTensors; this one is complex
+        """
         raise TypeError("real2complex applies to real LazyTensors; this one is complex")
 
     def imag2complex(self):
+        """Raises TypeError: the LazyTensor is complex already.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> z_i.imag2complex()
+            Traceback (most recent call last):
+                ...
+            TypeError: imag2complex applies to real LazyTensors; this one is complex
+        """
         raise TypeError("imag2complex applies to real LazyTensors; this one is complex")
 
     def exp1j(self):
+        """Raises TypeError: exp1j takes a real LazyTensor; write (1j * z).exp() for a complex z.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> z_i.exp1j()
+            Traceback (most recent call last):
+                ...
+            TypeError: exp1j applies to real LazyTensors...
+        """
         raise TypeError("exp1j applies to real LazyTensors (exp(1j x) for a real x); for a "
                         "complex z, write (1j * z).exp()")
 
@@ -309,7 +417,17 @@ class ComplexLazyTensor(LazyTensor):
                                     options: dict[str, Any], extra: Sequence[Any],
                                     k: int | None = None):
         """A reduction of a real formula `owner` whose weights `extra` are complex: the
-        soft-max weighted sum is complex-linear in its weights; other reductions raise."""
+        soft-max weighted sum is complex-linear in its weights; other reductions raise.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor, Vi, Vj
+            >>> x_i, y_j = Vi(jnp.zeros((2, 1))), Vj(jnp.zeros((3, 1)))
+            >>> w_j = LazyTensor(jnp.array([[1j], [1j], [1j]])[None])   # complex weights
+            >>> print((x_i - y_j).sqnorm2().sumsoftmaxweight(w_j, axis=1))
+            [[0.+1.j]
+             [0.+1.j]]
+        """
         if reduction != "SumSoftMaxWeight":
             raise _reduction_error(reduction)
         as_real = tuple(LazyTensor._make(w.formula, w._leaves) for w in map(owner._wrap, extra))
@@ -317,5 +435,16 @@ class ComplexLazyTensor(LazyTensor):
                                                         as_real, k))
 
     def solve(self, *args: Any, **kwargs: Any):
+        """Raises TypeError: conjugate gradient needs a real symmetric positive operator.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import LazyTensor
+            >>> z_i = LazyTensor(jnp.array([[1 + 1j], [2j]])[:, None, :])   # 2 complex i-variables
+            >>> z_i.solve(jnp.ones(2))
+            Traceback (most recent call last):
+                ...
+            TypeError: solve (conjugate gradient) needs a real symmetric positive definite...
+        """
         raise TypeError("solve (conjugate gradient) needs a real symmetric positive definite "
                         "operator; it is not defined for complex LazyTensors")

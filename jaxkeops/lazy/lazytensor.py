@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..formulas import CAT_I, CAT_J, CAT_P, OPS, Const, Node, Op, Var, make, walk
+from ..formulas.optable import OpSpec
+from ._aliases import alias_docstring
 from .formula_methods import FormulaMethods
 from .reduction_methods import ReductionMethods
 from .solve import solve as _solve_linear_system
@@ -39,6 +41,7 @@ class Symbolic:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """(dim,), the shape of the array's last axis."""
         return (self.dim,)
 
 
@@ -225,7 +228,14 @@ class LazyTensor(FormulaMethods, ReductionMethods):
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
-        """The leading batch dims every variable broadcasts to."""
+        """The leading batch dims every variable broadcasts to.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> (Vi(jnp.ones((5, 2, 3))) - Vj(jnp.ones((1, 4, 3)))).batch_shape
+            (5,)
+        """
         shapes = [tuple(a.shape[:-1 if c == CAT_P else -2]) for a, c in self._concrete_leaves()]
         try:
             return tuple(np.broadcast_shapes(*shapes)) if shapes else ()
@@ -234,10 +244,20 @@ class LazyTensor(FormulaMethods, ReductionMethods):
                                for a, c in self._concrete_leaves())
             raise ValueError(f"batch dimensions do not broadcast: {listed}") from None
 
-    batchdims = batch_shape
+    batchdims = property(batch_shape.fget, doc=alias_docstring(
+        "batch_shape", "pykeops's name", ">>> Vi(jnp.ones((5, 2, 3))).batchdims\n(5,)\n",
+        setup=">>> import jax.numpy as jnp\n>>> from jaxkeops import Vi\n"))
 
     @property
     def nbatchdims(self) -> int:
+        """The number of leading batch dims.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> Vi(jnp.ones((5, 2, 3))).nbatchdims
+            1
+        """
         return len(self.batch_shape)
 
     def _rows(self, cat: int) -> int | None:
@@ -245,17 +265,41 @@ class LazyTensor(FormulaMethods, ReductionMethods):
 
     @property
     def ni(self) -> int | None:
-        """M, the number of i-rows (None without an i-variable)."""
+        """M, the number of i-rows (None without an i-variable).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> (x_i - y_j).ni, y_j.ni
+            (2, None)
+        """
         return self._rows(CAT_I)
 
     @property
     def nj(self) -> int | None:
-        """N, the number of j-rows (None without a j-variable)."""
+        """N, the number of j-rows (None without a j-variable).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> (x_i - y_j).nj, x_i.nj
+            (4, None)
+        """
         return self._rows(CAT_J)
 
     @property
     def ndim(self) -> int:
-        """The vector dimension D of the formula (pykeops's meaning, not len(shape))."""
+        """The vector dimension D of the formula (pykeops's meaning, not len(shape)).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> (x_i - y_j).ndim, (x_i - y_j).sqnorm2().ndim
+            (3, 1)
+        """
         return self.formula.dim
 
     @property
@@ -265,23 +309,55 @@ class LazyTensor(FormulaMethods, ReductionMethods):
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """(*batch, M, N) for a scalar formula, (*batch, M, N, D) otherwise (as in pykeops)."""
+        """(*batch, M, N) for a scalar formula, (*batch, M, N, D) otherwise (as in pykeops).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> (x_i - y_j).shape, (x_i - y_j).sqnorm2().shape
+            ((2, 4, 3), (2, 4))
+        """
         s = self._shape
         return s[:-1] if s[-1] == 1 else s
 
     def dim(self) -> int:
-        """The number of axes of the internal shape, as torch's `dim()`: nbatchdims + 3."""
+        """The number of axes of the internal shape, as torch's `dim()`: nbatchdims + 3.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> (x_i - y_j).dim()
+            3
+        """
         return len(self._shape)
 
     @property
     def dtype(self):
-        """The common dtype of the arrays, or None for a purely symbolic LazyTensor."""
+        """The common dtype of the arrays, or None for a purely symbolic LazyTensor.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> (x_i - y_j).dtype
+            dtype('float32')
+        """
         arrays = [a for a, _ in self._concrete_leaves()]
         return jnp.result_type(*arrays) if arrays else None
 
     @property
     def variables(self) -> tuple:
-        """The arrays of the variables, in the order the formula numbers them."""
+        """The arrays of the variables, in the order the formula numbers them.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> [a.shape for a in (x_i - y_j).variables]
+            [(2, 3), (4, 3)]
+        """
         return tuple(a for a, _ in self._leaves)
 
     def __repr__(self) -> str:
@@ -331,11 +407,25 @@ class LazyTensor(FormulaMethods, ReductionMethods):
         return self._op("Powf", exponent)
 
     def power(self, exponent: Any) -> LazyTensor:
-        """`x.power(y)` is `x ** y`, as in pykeops."""
+        """`x.power(y)` is `x ** y`, as in pykeops.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> Vi(jnp.ones((2, 3))).power(3).shape
+            (2, 1, 3)
+        """
         return self ** exponent
 
     def pow(self, exponent: Any) -> LazyTensor:
-        """`x.pow(y)` is `x ** y`."""
+        """`x.pow(y)` is `x ** y`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> Vi(jnp.ones((2, 3))).pow(0.5).shape
+            (2, 1, 3)
+        """
         return self ** exponent
 
     def __getitem__(self, key) -> LazyTensor:
@@ -373,7 +463,15 @@ class LazyTensor(FormulaMethods, ReductionMethods):
         return _solve_linear_system(self, other, var=var, call=call, **kwargs)
 
     def t(self) -> LazyTensor:
-        """The transpose: i- and j-variables swap roles, so `K.t().shape == (..., N, M)`."""
+        """The transpose: i- and j-variables swap roles, so `K.t().shape == (..., N, M)`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> (x_i - y_j).sqnorm2().t().shape
+            (4, 2)
+        """
         swap = {CAT_I: CAT_J, CAT_J: CAT_I, CAT_P: CAT_P}
         leaves = tuple((a, swap[c]) for a, c in self._leaves)
         mapping = {Var(k, int(a.shape[-1]), c): Var(k, int(a.shape[-1]), swap[c])
@@ -382,15 +480,41 @@ class LazyTensor(FormulaMethods, ReductionMethods):
 
     @property
     def T(self) -> LazyTensor:
-        """numpy-style alias of `t()`."""
+        """numpy-style alias of `t()`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> (x_i - y_j).sqnorm2().T.shape
+            (4, 2)
+        """
         return self.t()
 
     def matvec(self, v: Any):
-        """`K @ v`, for scipy.sparse.linalg.LinearOperator."""
+        """`K @ v`, for scipy.sparse.linalg.LinearOperator.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> K = (-(x_i - y_j).sqnorm2()).exp()
+            >>> K.matvec(jnp.ones(4)).shape
+            (2,)
+        """
         return self @ v
 
     def rmatvec(self, v: Any):
-        """`K.T @ v`, for scipy.sparse.linalg.LinearOperator."""
+        """`K.T @ v`, for scipy.sparse.linalg.LinearOperator.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x_i, y_j = Vi(jnp.ones((2, 3))), Vj(jnp.zeros((4, 3)))
+            >>> K = (-(x_i - y_j).sqnorm2()).exp()
+            >>> K.rmatvec(jnp.ones(2)).shape
+            (4,)
+        """
         return self.T @ v
 
     # Complex numbers (the complex subclass does the work).
@@ -400,15 +524,39 @@ class LazyTensor(FormulaMethods, ReductionMethods):
         return LazyTensor._complex_class
 
     def real2complex(self) -> LazyTensor:
-        """self as complex numbers with a zero imaginary part."""
+        """self as complex numbers with a zero imaginary part.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> z = Vi(jnp.ones((2, 3))).real2complex()
+            >>> type(z).__name__, z.shape
+            ('ComplexLazyTensor', (2, 1, 3))
+        """
         return self._complex().from_real(self)
 
     def imag2complex(self) -> LazyTensor:
-        """1j * self, as complex numbers."""
+        """1j * self, as complex numbers.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> z = Vi(jnp.ones((2, 3))).imag2complex()
+            >>> type(z).__name__, z.shape
+            ('ComplexLazyTensor', (2, 1, 3))
+        """
         return self._complex().from_imag(self)
 
     def exp1j(self) -> LazyTensor:
-        """exp(1j * self), as complex numbers."""
+        """exp(1j * self), as complex numbers.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> z = Vi(jnp.ones((2, 3))).exp1j()
+            >>> type(z).__name__, z.shape
+            ('ComplexLazyTensor', (2, 1, 3))
+        """
         return self._complex().exp1j_of(self)
 
 
@@ -425,8 +573,27 @@ def _attach_table_methods() -> None:
             return self._op(_op, *formulas, params=params)
 
         method.__name__ = name
-        method.__doc__ = f"The {spec.name} op of the formula table. {spec.doc}".strip()
+        method.__qualname__ = f"LazyTensor.{name}"
+        method.__doc__ = _table_method_docstring(spec)
         setattr(LazyTensor, name, method)
+
+
+def _table_method_docstring(spec: OpSpec) -> str:
+    """What the op does, and an example on operands inside its domain with its test shapes."""
+    dims = spec.example_dims or (3,) * spec.arity
+    value = round(sum(spec.domain) / 2, 2)
+    operands = [f"Vi(jnp.full((2, {dims[0]}), {value}))"]
+    operands += [f"Vj(jnp.full((4, {d}), {value}))" for d in dims[1:]]
+    arguments = ", ".join([*operands[1:], *map(repr, spec.example_params)])
+    out_dim = spec.out_dim(tuple(dims), tuple(spec.example_params))
+    shape = (2, 4 if spec.arity > 1 else 1) + ((out_dim,) if out_dim != 1 else ())
+    what = spec.doc or ("componentwise" if spec.elementwise else "on the vector axis")
+    return (f"The {spec.name} op of the formula table: {what}.\n\n"
+            "Example:\n"
+            "    >>> import jax.numpy as jnp\n"
+            "    >>> from jaxkeops import Vi, Vj\n"
+            f"    >>> {operands[0]}.{spec.method}({arguments}).shape\n"
+            f"    {shape}\n")
 
 
 _attach_table_methods()

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..formulas import CAT_J, Node, Var
+from ._aliases import alias, documented_alias
 from .options import (
     BUILD_KEYWORDS,
     CALL_KEYWORDS,
@@ -183,24 +184,76 @@ class ReductionMethods:
         return self._vector_or_reduce("Sum", "Sum", _vector_default(axis, dim), dim, kwargs)
 
     def sum_reduction(self, axis: int | None = None, dim: int | None = None, **kwargs):
-        """The Sum reduction over i or j (never the vector axis), as in pykeops."""
+        """The Sum reduction over i or j (never the vector axis), as in pykeops.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij.sum_reduction(axis=1))
+            [[14.]
+             [14.]]
+        """
         return self._reduce("Sum", self._reduction_axis(axis, dim, False), kwargs)
 
     def min(self, axis: int | None = None, dim: int | None = None, **kwargs):
-        """Minimum over the vector axis (-1, a LazyTensor) or the Min reduction over i or j."""
+        """Minimum over the vector axis (-1, a LazyTensor) or the Min reduction over i or j.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij.min(axis=1))
+            [[1.]
+             [1.]]
+            >>> (Vi(x) - Vj(y)).min().shape   # over the vector axis: still symbolic
+            (2, 3)
+        """
         return self._vector_or_reduce("Min", "Min", _vector_default(axis, dim), dim, kwargs)
 
     def max(self, axis: int | None = None, dim: int | None = None, **kwargs):
-        """Maximum over the vector axis (-1, a LazyTensor) or the Max reduction over i or j."""
+        """Maximum over the vector axis (-1, a LazyTensor) or the Max reduction over i or j.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij.max(axis=1))
+            [[9.]
+             [9.]]
+        """
         return self._vector_or_reduce("Max", "Max", _vector_default(axis, dim), dim, kwargs)
 
     def argmin(self, axis: int | None = None, dim: int | None = None, **kwargs):
-        """Index of the minimum over the vector axis (-1) or over i or j (integers)."""
+        """Index of the minimum over the vector axis (-1) or over i or j (integers).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij.argmin(axis=1))
+            [[1]
+             [1]]
+        """
         return self._vector_or_reduce("ArgMin", "ArgMin", _vector_default(axis, dim), dim,
                                       kwargs)
 
     def argmax(self, axis: int | None = None, dim: int | None = None, **kwargs):
-        """Index of the maximum over the vector axis (-1) or over i or j (integers)."""
+        """Index of the maximum over the vector axis (-1) or over i or j (integers).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij.argmax(axis=1))
+            [[0]
+             [0]]
+        """
         return self._vector_or_reduce("ArgMax", "ArgMax", _vector_default(axis, dim), dim,
                                       kwargs)
 
@@ -211,19 +264,40 @@ class ReductionMethods:
             >>> import jax.numpy as jnp
             >>> from jaxkeops import Vi, Vj
             >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
-            >>> v, i = ((Vi(x) - Vj(y)) ** 2).sum(-1).min_argmin(axis=1)
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> v, i = D_ij.min_argmin(axis=1)
             >>> v[:, 0].tolist(), i[:, 0].tolist()
             ([1.0, 1.0], [1, 1])
         """
         return self._vector_or_reduce("Min_ArgMin", None, axis, dim, kwargs)
 
     def max_argmax(self, axis: int | None = None, dim: int | None = None, **kwargs):
-        """(maximum, its index) over i or j."""
+        """(maximum, its index) over i or j.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> v, i = D_ij.max_argmax(axis=1)
+            >>> v[:, 0].tolist(), i[:, 0].tolist()
+            ([9.0, 9.0], [0, 0])
+        """
         return self._vector_or_reduce("Max_ArgMax", None, axis, dim, kwargs)
 
     def Kmin(self, K: int, axis: int | None = None, dim: int | None = None, **kwargs):
         """The K smallest values over i or j, ascending: (*batch, rows, K) for a scalar
-        formula, (*batch, rows, K, D) otherwise."""
+        formula, (*batch, rows, K, D) otherwise.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij.Kmin(K=2, axis=1))
+            [[1. 4.]
+             [1. 4.]]
+        """
         return self._reduce("KMin", self._reduction_axis(axis, dim, False), kwargs,
                             k=_check_k(K))
 
@@ -233,15 +307,27 @@ class ReductionMethods:
         Example:
             >>> import jax.numpy as jnp
             >>> from jaxkeops import Vi, Vj
-            >>> x, y = jnp.zeros((1, 1)), jnp.array([[3.0], [1.0], [2.0]])
-            >>> ((Vi(x) - Vj(y)) ** 2).sum(-1).argKmin(K=2, axis=1).tolist()
-            [[1, 2]]
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij.argKmin(K=2, axis=1))
+            [[1 2]
+             [1 2]]
         """
         return self._reduce("ArgKMin", self._reduction_axis(axis, dim, False), kwargs,
                             k=_check_k(K))
 
     def Kmin_argKmin(self, K: int, axis: int | None = None, dim: int | None = None, **kwargs):
-        """(the K smallest values, their indices) over i or j."""
+        """(the K smallest values, their indices) over i or j.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> values, indices = D_ij.Kmin_argKmin(K=2, axis=1)
+            >>> values[0].tolist(), indices[0].tolist()
+            ([1.0, 4.0], [1, 2])
+        """
         return self._reduce("KMin_ArgKMin", self._reduction_axis(axis, dim, False), kwargs,
                             k=_check_k(K))
 
@@ -254,9 +340,11 @@ class ReductionMethods:
         Example:
             >>> import jax.numpy as jnp
             >>> from jaxkeops import Vi, Vj
-            >>> x, y = jnp.zeros((2, 1)), jnp.zeros((3, 1))
-            >>> ((Vi(x) - Vj(y)) ** 2).sum(-1).logsumexp(axis=1)[:, 0].round(4).tolist()
-            [1.0986000299453735, 1.0986000299453735]
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij.logsumexp(axis=1).round(3))   # log(e^9 + e^1 + e^4)
+            [[9.007]
+             [9.007]]
         """
         a = self._reduction_axis(axis, dim, False)
         extra = () if weight is None else (self._wrap(weight),)
@@ -268,61 +356,98 @@ class ReductionMethods:
 
     def sumsoftmaxweight(self, weight: Any, axis: int | None = None, dim: int | None = None,
                          **kwargs):
-        """sum exp(F) w / sum exp(F) over i or j: soft-max weighted sum (attention)."""
+        """sum exp(F) w / sum exp(F) over i or j: soft-max weighted sum (attention).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij.sumsoftmaxweight(Vj(y), axis=1).round(3))   # mostly y at D = 9
+            [[2.993]
+             [2.993]]
+        """
         return self._reduce("SumSoftMaxWeight", self._reduction_axis(axis, dim, False), kwargs,
                             (self._wrap(weight),))
 
     # pykeops's long names and aliases.
+    @documented_alias("min", "pykeops's long name; over i or j only, never the vector "
+                      "axis", ">>> print(D_ij.min_reduction(axis=1))\n[[1.]\n [1.]]\n")
     def min_reduction(self, axis=None, dim=None, **kwargs):
-        """The Min reduction over i or j."""
         return self._reduce("Min", self._reduction_axis(axis, dim, False), kwargs)
 
+    @documented_alias("max", "pykeops's long name; over i or j only, never the vector "
+                      "axis", ">>> print(D_ij.max_reduction(axis=1))\n[[9.]\n [9.]]\n")
     def max_reduction(self, axis=None, dim=None, **kwargs):
-        """The Max reduction over i or j."""
         return self._reduce("Max", self._reduction_axis(axis, dim, False), kwargs)
 
+    @documented_alias("argmin", "pykeops's long name; over i or j only, never the vector "
+                      "axis", ">>> print(D_ij.argmin_reduction(axis=1))\n[[1]\n [1]]\n")
     def argmin_reduction(self, axis=None, dim=None, **kwargs):
-        """The ArgMin reduction over i or j."""
         return self._reduce("ArgMin", self._reduction_axis(axis, dim, False), kwargs)
 
+    @documented_alias("argmax", "pykeops's long name; over i or j only, never the vector "
+                      "axis", ">>> print(D_ij.argmax_reduction(axis=1))\n[[0]\n [0]]\n")
     def argmax_reduction(self, axis=None, dim=None, **kwargs):
-        """The ArgMax reduction over i or j."""
         return self._reduce("ArgMax", self._reduction_axis(axis, dim, False), kwargs)
 
+    @documented_alias("min_argmin", "pykeops's long name",
+                      ">>> D_ij.min_argmin_reduction(axis=1)[1][:, 0].tolist()\n[1, 1]\n")
     def min_argmin_reduction(self, **kwargs):
-        """Same as `min_argmin`."""
         return self.min_argmin(**kwargs)
 
+    @documented_alias("max_argmax", "pykeops's long name",
+                      ">>> D_ij.max_argmax_reduction(axis=1)[1][:, 0].tolist()\n[0, 0]\n")
     def max_argmax_reduction(self, **kwargs):
-        """Same as `max_argmax`."""
         return self.max_argmax(**kwargs)
 
+    @documented_alias("Kmin", "pykeops's long name",
+                      ">>> D_ij.Kmin_reduction(K=2, axis=1)[0].tolist()\n[1.0, 4.0]\n")
     def Kmin_reduction(self, **kwargs):
-        """Same as `Kmin`."""
         return self.Kmin(**kwargs)
 
+    @documented_alias("argKmin", "pykeops's long name",
+                      ">>> D_ij.argKmin_reduction(K=2, axis=1)[0].tolist()\n[1, 2]\n")
     def argKmin_reduction(self, **kwargs):
-        """Same as `argKmin`."""
         return self.argKmin(**kwargs)
 
+    @documented_alias("Kmin_argKmin", "pykeops's long name",
+                      ">>> D_ij.Kmin_argKmin_reduction(K=2, axis=1)[1][0].tolist()\n[1, 2]\n")
     def Kmin_argKmin_reduction(self, **kwargs):
-        """Same as `Kmin_argKmin`."""
         return self.Kmin_argKmin(**kwargs)
 
+    @documented_alias("logsumexp", "pykeops's long name",
+                      ">>> print(D_ij.logsumexp_reduction(axis=1).round(3))\n[[9.007]\n [9.007]]\n")
     def logsumexp_reduction(self, **kwargs):
-        """Same as `logsumexp`."""
         return self.logsumexp(**kwargs)
 
+    @documented_alias("sumsoftmaxweight", "pykeops's long name",
+                      ">>> D_ij.sumsoftmaxweight_reduction(weight=Vj(y), axis=1)"
+                      ".shape\n(2, 1)\n")
     def sumsoftmaxweight_reduction(self, **kwargs):
-        """Same as `sumsoftmaxweight`."""
         return self.sumsoftmaxweight(**kwargs)
 
-    min_argKmin = Kmin_argKmin  # the name KeOps's documentation uses
-    kmin, argkmin, kmin_argkmin = Kmin, argKmin, Kmin_argKmin
+    min_argKmin = alias(Kmin_argKmin, "min_argKmin", "the name KeOps's documentation uses",
+                        ">>> D_ij.min_argKmin(K=2, axis=1)[1][0].tolist()\n[1, 2]\n")
+    kmin = alias(Kmin, "kmin", "lower-case spelling",
+                 ">>> D_ij.kmin(K=2, axis=1)[0].tolist()\n[1.0, 4.0]\n")
+    argkmin = alias(argKmin, "argkmin", "lower-case spelling",
+                    ">>> D_ij.argkmin(K=2, axis=1)[0].tolist()\n[1, 2]\n")
+    kmin_argkmin = alias(Kmin_argKmin, "kmin_argkmin", "lower-case spelling",
+                         ">>> D_ij.kmin_argkmin(K=2, axis=1)[0][0].tolist()\n[1.0, 4.0]\n")
 
     def __matmul__(self, v: Any, **kwargs):
         """K @ v = sum_j K_ij v_j for a scalar K and v of shape (N,), (*batch, N, E), or
-        (*batch, N) when K has batch dims: (M,), (*batch, M, E) or (*batch, M)."""
+        (*batch, N) when K has batch dims: (M,), (*batch, M, E) or (*batch, M).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops import Vi, Vj
+            >>> x, y = jnp.zeros((2, 1)), jnp.array([[3.0], [1.0], [2.0]])
+            >>> D_ij = ((Vi(x) - Vj(y)) ** 2).sum(-1)   # [[9, 1, 4], [9, 1, 4]]
+            >>> print(D_ij @ jnp.ones(3))
+            [14. 14.]
+        """
         if self.ndim != 1:
             raise ValueError(f"K @ v needs a scalar LazyTensor K (trailing dimension 1); this one "
                              f"has shape {self.shape}")

@@ -133,20 +133,80 @@ class CostMatrix:
 
     def log_sum(self, h: Array, inv_eps: Any, over: str = "j", weight: Array | None = None,
                 signed: bool = False) -> Any:
-        """log sum exp(h - C * inv_eps) [* weight]: (*batch, rows) without a weight, (*batch,
-        rows, E) with one; with `signed=True`, (log|sum|, sign) for weights of any sign."""
+        """log sum exp(h - C * inv_eps) [* weight], reduced over j (one value per x_i) or over i.
+
+        Args:
+            h: (*batch, rows reduced) log-weights added to the exponent.
+            inv_eps: 1 / the temperature.
+            over: "j" (one output per x_i) or "i" (one output per y_j).
+            weight: optional (*batch, rows reduced, E) weights.
+            signed: return (log|sum|, sign), for weights of any sign.
+
+        Returns:
+            (*batch, rows) without a weight, (*batch, rows, E) with one; with `signed=True`, the
+            pair (log|sum|, sign).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import cost_matrix
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = cost_matrix(x, y, p=2, cost=None, dense=False)      # C = [[0, 4.5], [.5, 2]]
+            >>> [round(v, 4) for v in C.log_sum(jnp.zeros(2), 1.0).tolist()]
+            [0.011, -0.2986]
+            >>> log_abs, sign = C.log_sum(jnp.zeros(2), 1.0, weight=jnp.array([[1.0], [-1.0]]),
+            ...                           signed=True)                # sum_j exp(-C_ij) w_j
+            >>> [round(v, 4) for v in (sign * jnp.exp(log_abs))[:, 0].tolist()]
+            [0.9889, 0.4712]
+        """
         raise NotImplementedError
 
     def softmax_sum(self, h: Array, inv_eps: Any, weight: Array, over: str = "j") -> Array:
-        """sum softmax(h - C * inv_eps) * weight: (*batch, rows, E)."""
+        """sum softmax(h - C * inv_eps) * weight, reduced over j or over i.
+
+        Args:
+            h: (*batch, rows reduced) log-weights added to the exponent.
+            inv_eps: 1 / the temperature.
+            weight: (*batch, rows reduced, E) values to average.
+            over: "j" (one output per x_i) or "i" (one output per y_j).
+
+        Returns:
+            (*batch, rows, E): softmax-weighted averages of `weight`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import cost_matrix
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = cost_matrix(x, y, p=2, cost=None, dense=False)
+            >>> [round(v, 4) for v in C.softmax_sum(jnp.zeros(2), 1.0, y)[:, 0].tolist()]
+            [0.033, 0.5473]
+        """
         raise NotImplementedError
 
     def softmin(self, eps: Any, h: Array) -> Array:
-        """-eps log sum_j exp(h_j - C_ij / eps): GeomLoss's soft C-transform, (*batch, N)."""
+        """-eps log sum_j exp(h_j - C_ij / eps): GeomLoss's soft C-transform, (*batch, N).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import cost_matrix
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = cost_matrix(x, y, p=2, cost=None, dense=False)
+            >>> [round(v, 4) for v in C.softmin(1.0, jnp.zeros(2)).tolist()]
+            [-0.011, 0.2986]
+        """
         return -eps * self.log_sum(h, 1 / eps)
 
     def detached(self) -> CostMatrix:
-        """The same matrix without gradients (for the iterations of the Sinkhorn loop)."""
+        """The same matrix without gradients (for the iterations of the Sinkhorn loop).
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from jaxkeops.ot import cost_matrix
+            >>> y = jnp.array([[0.0], [3.0]])
+            >>> def total(x):
+            ...     return cost_matrix(x, y, p=2, cost=None, dense=False).detached().x.sum()
+            >>> jax.grad(total)(jnp.array([[0.0], [1.0]])).tolist()
+            [[0.0], [0.0]]
+        """
         return replace(self, x=jax.lax.stop_gradient(self.x), y=jax.lax.stop_gradient(self.y))
 
 
@@ -176,6 +236,16 @@ class LazyCostMatrix(CostMatrix):
         return h_var - C * Pm(_scale(inv_eps, self.x.dtype))
 
     def log_sum(self, h, inv_eps, over="j", weight=None, signed=False):
+        """`CostMatrix.log_sum` by a jaxkeops log-sum-exp reduction.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import LazyCostMatrix, lazy_half_squared_distance
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = LazyCostMatrix(x, y, lazy_half_squared_distance)
+            >>> [round(v, 4) for v in C.log_sum(jnp.zeros(2), 1.0).tolist()]
+            [0.011, -0.2986]
+        """
         exponent = self._exponent(h, inv_eps, over)
         axis = -2 if over == "j" else -3
         role = Vj if over == "j" else Vi
@@ -185,6 +255,16 @@ class LazyCostMatrix(CostMatrix):
         return exponent.logsumexp(axis=axis, weight=w, return_sign=signed)
 
     def softmax_sum(self, h, inv_eps, weight, over="j"):
+        """`CostMatrix.softmax_sum` by a jaxkeops SumSoftMaxWeight reduction.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import LazyCostMatrix, lazy_half_squared_distance
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = LazyCostMatrix(x, y, lazy_half_squared_distance)
+            >>> [round(v, 4) for v in C.softmax_sum(jnp.zeros(2), 1.0, y)[:, 0].tolist()]
+            [0.033, 0.5473]
+        """
         exponent = self._exponent(h, inv_eps, over)
         role = Vj if over == "j" else Vi
         return exponent.sumsoftmaxweight(role(weight), axis=-2 if over == "j" else -3)
@@ -227,6 +307,16 @@ class FormulaCostMatrix(CostMatrix):
         return routine(*arrays, *(() if weight is None else (weight,)))
 
     def log_sum(self, h, inv_eps, over="j", weight=None, signed=False):
+        """`CostMatrix.log_sum` by a `Genred` LogSumExp (LogSumExpSigned) reduction.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import FormulaCostMatrix
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = FormulaCostMatrix(x, y, "SqDist(X,Y) / IntCst(2)")
+            >>> [round(v, 4) for v in C.log_sum(jnp.zeros(2), 1.0).tolist()]
+            [0.011, -0.2986]
+        """
         if signed:
             if weight is None:
                 weight = jnp.ones(h.shape + (1,), h.dtype)
@@ -235,6 +325,16 @@ class FormulaCostMatrix(CostMatrix):
         return out[..., 0] if weight is None else out
 
     def softmax_sum(self, h, inv_eps, weight, over="j"):
+        """`CostMatrix.softmax_sum` by a `Genred` SumSoftMaxWeight reduction.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import FormulaCostMatrix
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = FormulaCostMatrix(x, y, "SqDist(X,Y) / IntCst(2)")
+            >>> [round(v, 4) for v in C.softmax_sum(jnp.zeros(2), 1.0, y)[:, 0].tolist()]
+            [0.033, 0.5473]
+        """
         return self._run("SumSoftMaxWeight", h, inv_eps, over, weight)
 
 
@@ -254,10 +354,37 @@ class DenseCostMatrix(CostMatrix):
 
     @classmethod
     def from_points(cls, x: Array, y: Array, p: int) -> DenseCostMatrix:
-        """The default cost of `p` between x (*batch, N, D) and y (*batch, M, D)."""
+        """The default cost of `p` between x (*batch, N, D) and y (*batch, M, D).
+
+        Args:
+            x: (*batch, N, D) points.
+            y: (*batch, M, D) points.
+            p: 1 for |x - y|, 2 for |x - y|^2 / 2.
+
+        Returns:
+            The DenseCostMatrix of the (*batch, N, M) costs.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import DenseCostMatrix
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> DenseCostMatrix.from_points(x, y, p=2).matrix.tolist()
+            [[0.0, 4.5], [0.5, 2.0]]
+        """
         return cls(DENSE_COSTS[p](x, y))
 
     def detached(self) -> DenseCostMatrix:
+        """The same matrix without gradients.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from jaxkeops.ot import DenseCostMatrix
+            >>> y = jnp.array([[0.0], [3.0]])
+            >>> def total(x):
+            ...     return DenseCostMatrix.from_points(x, y, p=2).detached().matrix.sum()
+            >>> jax.grad(total)(jnp.array([[0.0], [1.0]])).tolist()
+            [[0.0], [0.0]]
+        """
         return DenseCostMatrix(jax.lax.stop_gradient(self.matrix))
 
     def _exponent(self, h, inv_eps, over):
@@ -265,6 +392,16 @@ class DenseCostMatrix(CostMatrix):
         return h[..., None, :] - C * jnp.asarray(inv_eps, C.dtype)
 
     def log_sum(self, h, inv_eps, over="j", weight=None, signed=False):
+        """`CostMatrix.log_sum` with `jax.nn.logsumexp` on the dense array.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import DenseCostMatrix
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = DenseCostMatrix.from_points(x, y, p=2)
+            >>> [round(v, 4) for v in C.log_sum(jnp.zeros(2), 1.0).tolist()]
+            [0.011, -0.2986]
+        """
         exponent = self._exponent(h, inv_eps, over)
         if weight is None and not signed:
             return jax.nn.logsumexp(exponent, axis=-1)
@@ -275,9 +412,29 @@ class DenseCostMatrix(CostMatrix):
                                 return_sign=signed)
 
     def softmax_sum(self, h, inv_eps, weight, over="j"):
+        """`CostMatrix.softmax_sum` with `jax.nn.softmax` on the dense array.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import DenseCostMatrix
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = DenseCostMatrix.from_points(x, y, p=2)
+            >>> [round(v, 4) for v in C.softmax_sum(jnp.zeros(2), 1.0, y)[:, 0].tolist()]
+            [0.033, 0.5473]
+        """
         return jax.nn.softmax(self._exponent(h, inv_eps, over), axis=-1) @ weight
 
     def softmin(self, eps, h):
+        """`CostMatrix.softmin`, dividing the matrix by eps as GeomLoss's tensorized backend does.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import DenseCostMatrix
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [3.0]])
+            >>> C = DenseCostMatrix.from_points(x, y, p=2)
+            >>> [round(v, 4) for v in C.softmin(1.0, jnp.zeros(2)).tolist()]
+            [-0.011, 0.2986]
+        """
         # GeomLoss divides the matrix by eps (rather than multiplying by 1 / eps).
         return -eps * jax.nn.logsumexp(h[..., None, :] - self.matrix / eps, axis=-1)
 

@@ -34,6 +34,14 @@ class Measures(NamedTuple):
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
+        """The leading batch dimensions shared by x and y (() for unbatched clouds).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import measures
+            >>> measures(None, jnp.zeros((5, 3)), None, jnp.zeros((4, 3))).batch_shape
+            ()
+        """
         return tuple(self.x.shape[:-2])
 
 

@@ -77,17 +77,44 @@ class TransportPlan:
     # ----------------------------------------------------------------------------------------
     @property
     def batch_shape(self) -> tuple[int, ...]:
+        """The leading batch dimensions of the plan (() for one pair of clouds).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import TransportPlan
+            >>> x, y = jnp.zeros((4, 2, 1)), jnp.ones((4, 3, 1))    # a batch of 4 problems
+            >>> TransportPlan(x, y, jnp.zeros((4, 2)), jnp.zeros((4, 3)), eps=0.1).batch_shape
+            (4,)
+        """
         return tuple(self.x.shape[:-2])
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """(*batch, N, M), or (*batch, M, N) for the transpose."""
+        """(*batch, N, M), or (*batch, M, N) for the transpose.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import TransportPlan
+            >>> plan = TransportPlan(jnp.zeros((2, 1)), jnp.ones((3, 1)), jnp.zeros(2),
+            ...                      jnp.zeros(3), eps=0.1)
+            >>> plan.shape, plan.T.shape
+            ((2, 3), (3, 2))
+        """
         n, m = self.x.shape[-2], self.y.shape[-2]
         return self.batch_shape + ((m, n) if self.transposed else (n, m))
 
     @property
     def T(self) -> TransportPlan:
-        """The transposed plan (*batch, M, N): `plan.T @ u` sums over i."""
+        """The transposed plan (*batch, M, N): `plan.T @ u` sums over i.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import sinkhorn_plan
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.1], [1.1], [2.0]])
+            >>> plan = sinkhorn_plan(x, y, blur=0.1, tol=1e-9)
+            >>> [round(v, 3) for v in (plan.T @ jnp.ones(2)).tolist()]     # the weights of y
+            [0.333, 0.333, 0.333]
+        """
         children, (p, cost, backend, transposed) = self.tree_flatten()
         return TransportPlan.tree_unflatten((p, cost, backend, not transposed), children)
 
@@ -123,7 +150,17 @@ class TransportPlan:
         return out[..., 0] if vector else out
 
     def marginals(self) -> tuple[Array, Array]:
-        """(pi 1 on x, pi^T 1 on y): equal to (a, b) at convergence of balanced OT."""
+        """(pi 1 on x, pi^T 1 on y): equal to (a, b) at convergence of balanced OT.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import sinkhorn_plan
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.1], [1.1], [2.0]])
+            >>> plan = sinkhorn_plan(x, y, blur=0.1, tol=1e-9)
+            >>> on_x, on_y = plan.marginals()
+            >>> [round(v, 3) for v in on_x.tolist()], [round(v, 3) for v in on_y.tolist()]
+            ([0.5, 0.5], [0.333, 0.333, 0.333])
+        """
         row, col = self._log_factors()
         C = self._matrix()
         first = jnp.exp(row + C.log_sum(col, 1 / self.eps, "j"))
@@ -132,13 +169,33 @@ class TransportPlan:
 
     def barycentric_map(self) -> Array:
         """sum_j pi_ij y_j / sum_j pi_ij for each x_i, (*batch, N, D) (for the transpose, the
-        image of each y_j in the space of x)."""
+        image of each y_j in the space of x).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import sinkhorn_plan
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.1], [1.1], [2.0]])
+            >>> plan = sinkhorn_plan(x, y, blur=0.1, tol=1e-9)
+            >>> [round(v, 2) for v in plan.barycentric_map()[:, 0].tolist()]
+            [0.43, 1.7]
+            >>> [round(v, 2) for v in plan.T.barycentric_map()[:, 0].tolist()]
+            [0.0, 0.5, 1.0]
+        """
         _, red_log, over = self._output_and_reduced()
         target = self.x if self.transposed else self.y
         return self._matrix().softmax_sum(red_log, 1 / self.eps, target, over)
 
     def dense(self) -> Array:
-        """The (*batch, N, M) array of the plan (small problems, tests)."""
+        """The (*batch, N, M) array of the plan (small problems, tests).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import sinkhorn_plan
+            >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.1], [1.1], [2.0]])
+            >>> plan = sinkhorn_plan(x, y, blur=0.1, tol=1e-9)
+            >>> [[round(v, 3) for v in row] for row in plan.dense().tolist()]
+            [[0.333, 0.167, 0.0], [0.0, 0.167, 0.333]]
+        """
         n_red = self.shape[-1]
         eye = jnp.broadcast_to(jnp.eye(n_red, dtype=self.x.dtype),
                                self.batch_shape + (n_red, n_red))

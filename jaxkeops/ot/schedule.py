@@ -75,7 +75,24 @@ class Schedule(NamedTuple):
     @classmethod
     def create(cls, p: int, diameter: Any, blur: Any, scaling: Any,
                dtype: Any = None) -> Schedule:
-        """The schedule for a diameter (a float or an array, e.g. `max_diameter(x, y)`)."""
+        """The schedule for a diameter (a float or an array, e.g. `max_diameter(x, y)`).
+
+        Args:
+            p: the exponent of the cost (eps = blur**p).
+            diameter: the first blur scale (a zero diameter starts at the target).
+            blur: the target blur scale.
+            scaling: the ratio of successive blur scales, in (0, 1).
+            dtype: the floating dtype of the arrays (None: JAX's default float).
+
+        Returns:
+            The Schedule from diameter**p down to blur**p.
+
+        Example:
+            >>> from jaxkeops.ot import Schedule
+            >>> s = Schedule.create(p=2, diameter=1.0, blur=0.1, scaling=0.5)
+            >>> int(s.length), round(float(s.first), 4), round(float(s.target), 4)
+            (6, 1.0, 0.01)
+        """
         dtype = dtype or jnp.result_type(float)
         diameter = jnp.asarray(diameter, dtype)
         blur = jnp.asarray(blur, dtype)
@@ -89,7 +106,15 @@ class Schedule(NamedTuple):
         return cls(count + 2, start, step, blur**p, diameter**p)
 
     def eps(self, k: Any) -> Array:
-        """The temperature of step k (the target for k >= length - 1)."""
+        """The temperature of step k (the target for k >= length - 1); k may be an array.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import Schedule
+            >>> s = Schedule.create(p=2, diameter=1.0, blur=0.1, scaling=0.5)
+            >>> [round(v, 4) for v in s.eps(jnp.arange(7)).tolist()]
+            [1.0, 1.0, 0.25, 0.0625, 0.0156, 0.01, 0.01]
+        """
         k = jnp.asarray(k)
         middle = jnp.exp(self.log_diameter_p + (k - 1).astype(self.target.dtype)
                          * self.log_scaling_p)

@@ -98,28 +98,74 @@ class SinkhornParams:
 
     @property
     def eps(self) -> Any:
-        """The target temperature blur**p."""
+        """The target temperature blur**p.
+
+        Example:
+            >>> from jaxkeops.ot import SinkhornParams
+            >>> round(SinkhornParams(p=2, blur=0.1).eps, 6), SinkhornParams(p=1, blur=0.1).eps
+            (0.01, 0.1)
+        """
         return self.blur**self.p
 
     @property
     def rho(self) -> Any:
-        """The strength reach**p of the marginal penalties (None: balanced)."""
+        """The strength reach**p of the marginal penalties (None: balanced).
+
+        Example:
+            >>> from jaxkeops.ot import SinkhornParams
+            >>> SinkhornParams(p=2, reach=0.5).rho, SinkhornParams().rho is None
+            (0.25, True)
+        """
         return None if self.reach is None else self.reach**self.p
 
     @property
     def dense(self) -> bool:
-        """Whether the cost matrices are dense arrays (tensorized backend, default cost)."""
+        """Whether the cost matrices are dense arrays (tensorized backend, default cost).
+
+        Example:
+            >>> from jaxkeops.ot import SinkhornParams
+            >>> SinkhornParams(backend="tensorized").dense, SinkhornParams().dense
+            (True, False)
+        """
         return self.backend == "tensorized" and self.cost is None
 
     def schedule(self, x: Array, y: Array) -> Schedule:
-        """The epsilon-scaling schedule for these point clouds."""
+        """The epsilon-scaling schedule for these point clouds (from their `max_diameter`
+        unless `diameter` was given).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import SinkhornParams
+            >>> x, y = jnp.zeros((3, 2)), jnp.array([[3.0, 4.0]])   # diameter 5
+            >>> s = SinkhornParams(blur=0.5).schedule(x, y)
+            >>> [round(float(s.eps(k)), 4) for k in range(int(s.length))]
+            [25.0, 25.0, 6.25, 1.5625, 0.3906, 0.25]
+        """
         diameter = max_diameter(x, y) if self.diameter is None else self.diameter
         return Schedule.create(self.p, diameter, self.blur, self.scaling, x.dtype)
 
     def cost_matrices(self, x: Array, y: Array, cross: bool = True,
                       symmetric: bool = False) -> CostMatrices:
         """GeomLoss's C_xy = C(x, y~), C_yx = C(y, x~) (cross) and C_xx = C(x, x~),
-        C_yy = C(y, y~) (symmetric), where ~ marks a constant (no gradient)."""
+        C_yy = C(y, y~) (symmetric), where ~ marks a constant (no gradient).
+
+        Args:
+            x: (*batch, N, D) points.
+            y: (*batch, M, D) points.
+            cross: build C_xy and C_yx (for OT(a, b)).
+            symmetric: build C_xx and C_yy (for the debiasing terms OT(a, a), OT(b, b)).
+
+        Returns:
+            The CostMatrices, None where not asked for.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jaxkeops.ot import SinkhornParams
+            >>> x, y = jnp.zeros((3, 2)), jnp.ones((4, 2))
+            >>> m = SinkhornParams(backend="tensorized").cost_matrices(x, y, symmetric=True)
+            >>> m.xy.matrix.shape, m.yx.matrix.shape, m.yy.matrix.shape
+            ((3, 4), (4, 3), (4, 4))
+        """
         def make(u, v):
             return cost_matrix(u, stop_gradient(v), self.p, self.cost, self.dense)
         return CostMatrices(make(x, y) if cross else None, make(y, x) if cross else None,

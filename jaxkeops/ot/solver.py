@@ -105,6 +105,17 @@ class CostMatrices:
     yy: CostMatrix | None = None
 
     def detached(self) -> CostMatrices:
+        """The same cost matrices without gradients (None stays None).
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from jaxkeops.ot import CostMatrices, cost_matrix
+            >>> def total(x):
+            ...     costs = CostMatrices(xx=cost_matrix(x, x, 2, None, dense=True)).detached()
+            ...     return costs.xx.matrix.sum()
+            >>> jax.grad(total)(jnp.array([[0.0], [1.0]])).tolist()
+            [[0.0], [0.0]]
+        """
         return CostMatrices(*(None if c is None else c.detached()
                               for c in (self.xy, self.yx, self.xx, self.yy)))
 

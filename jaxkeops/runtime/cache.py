@@ -16,7 +16,16 @@ from .._version import __version__
 
 
 def cache_dir() -> Path:
-    """The cache folder: $JAXKEOPS_CACHE_DIR, else ~/.cache/jaxkeops/<version>."""
+    """The cache folder: $JAXKEOPS_CACHE_DIR, else ~/.cache/jaxkeops/<version>.
+
+    Kernels compiled once are loaded from here by later processes: set JAXKEOPS_CACHE_DIR to
+    share one folder between runs (CI caches, containers) or to keep it off a small home.
+
+    Example:
+        >>> from jaxkeops import cache_dir
+        >>> cache_dir().is_dir()
+        True
+    """
     root = os.environ.get("JAXKEOPS_CACHE_DIR")
     if root:
         path = Path(root).expanduser()
@@ -39,7 +48,23 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def clear_cache() -> None:
-    """Delete every cached kernel on disk. Kernels already loaded in this process stay loaded."""
+    """Delete every cached kernel on disk. Kernels already loaded in this process stay loaded.
+
+    Example:
+        >>> import os, tempfile
+        >>> from jaxkeops import cache_dir, clear_cache
+        >>> saved = os.environ.get("JAXKEOPS_CACHE_DIR")
+        >>> os.environ["JAXKEOPS_CACHE_DIR"] = tempfile.mkdtemp()  # a scratch cache to clear
+        >>> (cache_dir() / "kernel.so").write_bytes(b"")
+        0
+        >>> clear_cache()
+        >>> list(cache_dir().iterdir())
+        []
+        >>> if saved is None:
+        ...     del os.environ["JAXKEOPS_CACHE_DIR"]
+        ... else:
+        ...     os.environ["JAXKEOPS_CACHE_DIR"] = saved
+    """
     path = cache_dir()
     for entry in path.iterdir():
         if entry.is_dir():
