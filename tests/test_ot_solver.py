@@ -203,6 +203,47 @@ def test_tolerance_runs_extra_iterations_until_converged(clouds):
     np.testing.assert_allclose(f_ba, softmin, rtol=0, atol=1e-10)
 
 
+def averaged_iterations_to_converge(x, y, eps, f, g, tol):
+    """How many averaged symmetric updates of OT(a, b) (GeomLoss's scheme) from (f, g), at a
+    fixed eps, until no potential moves by more than tol: numpy float64."""
+    x, y = np.asarray(x), np.asarray(y)
+    C = ((x[:, None] - y[None]) ** 2).sum(-1) / 2
+
+    def softmin(C, log_w, h):
+        z = log_w + (h[None, :] - C) / eps
+        top = z.max(1)
+        return -eps * (top + np.log(np.exp(z - top[:, None]).sum(1)))
+
+    f, g = np.asarray(f, dtype=float), np.asarray(g, dtype=float)
+    for k in range(1, 100_000):
+        f_new = softmin(C, np.log(1 / M), g)
+        g_new = softmin(C.T, np.log(1 / N), f)
+        change = max(np.abs(f_new - f).max(), np.abs(g_new - g).max())
+        f, g = 0.5 * (f + f_new), 0.5 * (g + g_new)
+        if change <= tol:
+            return k
+    raise AssertionError("the averaged updates did not converge")
+
+
+def test_convergence_loop_alternates_and_needs_fewer_iterations_than_averaging(clouds):
+    """Regression: the convergence check kept GeomLoss's averaged updates, which took about
+    2.5 times as many iterations to reach a given marginal error as plain alternating ones."""
+    x, y = clouds
+    blur, tol = 0.05, 1e-9
+    schedule_f, schedule_g, plain = sinkhorn_potentials(x, y, blur=blur, debias=False,
+                                                        return_info=True)
+    f, g, info = sinkhorn_potentials(x, y, blur=blur, tol=tol, debias=False, return_info=True)
+    assert bool(info.converged)
+    extra = int(info.iterations) - int(plain.iterations)
+    averaged = averaged_iterations_to_converge(x, y, blur**2, schedule_f, schedule_g, tol)
+    assert extra < 0.7 * averaged, (extra, averaged)
+    # The same fixed point: the plan's marginals are the uniform weights.
+    C = ((np.asarray(x)[:, None] - np.asarray(y)[None]) ** 2).sum(-1) / 2
+    plan = np.exp((np.asarray(f)[:, None] + np.asarray(g)[None] - C) / blur**2) / (N * M)
+    np.testing.assert_allclose(plan.sum(1), 1 / N, rtol=1e-6)
+    np.testing.assert_allclose(plan.sum(0), 1 / M, rtol=1e-6)
+
+
 def test_max_extra_iter_caps_the_iterations(clouds):
     x, y = clouds
     _, _, base = sinkhorn_potentials(x, y, blur=0.01, return_info=True)

@@ -139,6 +139,28 @@ def _largest_change(old: DualPotentials, new: DualPotentials) -> Array:
     return jnp.max(jnp.stack(changes))
 
 
+def _converging_step(costs: CostMatrices, a_log: Array, b_log: Array, eps: Any, rho: Any,
+                      state: tuple) -> tuple:
+    """One step of the convergence loop at the target temperature. OT(a, b) takes plain
+    alternating updates (f from g, then g from the new f): at a fixed eps they converge several
+    times faster than the averaged symmetric ones, and to the same fixed point. The symmetric
+    problems OT(a, a) and OT(b, b) keep the averaged update, without which f = T(f) would
+    oscillate."""
+    k, old, _ = state
+    damping = dampening(eps, rho)
+    f_ba = g_ab = None
+    if costs.xy is not None:
+        f_ba = damping * costs.xy.softmin(eps, b_log + old.g_ab / eps)
+        g_ab = damping * costs.yx.softmin(eps, a_log + f_ba / eps)
+    symmetric = _update(CostMatrices(None, None, costs.xx, costs.yy), a_log, b_log,
+                        DualPotentials(None, None, old.f_aa, old.g_bb), eps, damping)
+    new = DualPotentials(f_ba, g_ab, symmetric.f_aa, symmetric.g_bb)
+    kept = DualPotentials(f_ba, g_ab,
+                          *(None if o is None else 0.5 * (o + n)
+                            for o, n in zip(old[2:], new[2:])))
+    return k + 1, kept, _largest_change(old, new)
+
+
 def sinkhorn_loop(a_log: Array, b_log: Array, costs: CostMatrices, schedule: Schedule,
                   rho: Any = None, tol: float | None = None,
                   max_extra_iter: int = 0) -> tuple[DualPotentials, SinkhornInfo]:
@@ -149,8 +171,9 @@ def sinkhorn_loop(a_log: Array, b_log: Array, costs: CostMatrices, schedule: Sch
     Each step k updates every potential from the previous ones at eps = schedule.eps(k), then
     averages old and new ("symmetric" updates). With `tol`, the loop goes on at the target
     temperature after the schedule, until the largest change of a potential is <= tol or
-    `max_extra_iter` extra steps were made. `rho` is the strength of the KL marginal
-    penalties of unbalanced OT (None: balanced).
+    `max_extra_iter` extra steps were made; those steps update OT(a, b)'s potentials
+    alternately, without averaging, which converges faster to the same potentials. `rho` is
+    the strength of the KL marginal penalties of unbalanced OT (None: balanced).
 
     Example:
         >>> import jax.numpy as jnp
@@ -173,7 +196,7 @@ def sinkhorn_loop(a_log: Array, b_log: Array, costs: CostMatrices, schedule: Sch
     first = _update(frozen, a_frozen, b_frozen, DualPotentials(), eps0, dampening(eps0, rho))
     dtype = next(f for f in first if f is not None).dtype
 
-    def body(state):
+    def scaling_step(state):
         k, potentials, _ = state
         eps = schedule.eps(k)
         new = _update(frozen, a_frozen, b_frozen, potentials, eps, dampening(eps, rho))
@@ -181,15 +204,15 @@ def sinkhorn_loop(a_log: Array, b_log: Array, costs: CostMatrices, schedule: Sch
                                     for o, n in zip(potentials, new)))
         return k + 1, averaged, _largest_change(potentials, new)
 
-    def more(state):
-        k, _, error = state
-        going = k < schedule.length
-        if tol is not None:
-            going = going | ((k < schedule.length + max_extra_iter) & (error > tol))
-        return going
-
     init = (jnp.int32(0), first, jnp.asarray(jnp.inf, dtype))
-    steps, potentials, error = jax.lax.while_loop(more, body, init)
+    state = jax.lax.while_loop(lambda state: state[0] < schedule.length, scaling_step, init)
+    if tol is not None:
+        state = jax.lax.while_loop(
+            lambda state: (state[0] < schedule.length + max_extra_iter) & (state[2] > tol),
+            lambda state: _converging_step(frozen, a_frozen, b_frozen, schedule.target, rho,
+                                           state),
+            state)
+    steps, potentials, error = state
     info = SinkhornInfo(steps, error, None if tol is None else error <= tol)
     return potentials, info
 
