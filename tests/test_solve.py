@@ -257,6 +257,26 @@ def test_gradients_match_finite_differences_and_dense_gradients(data, rng):
     np.testing.assert_allclose(tangent, jnp.sum(grads[0] * direction), rtol=1e-8)
 
 
+@pytest.mark.parametrize("loss_scale", [1e-12, 1e8])
+def test_gradient_of_a_scaled_loss_does_not_depend_on_the_loss_scale(data, loss_scale):
+    """Regression: the transposed (and tangent) solves stopped at the absolute eps of the
+    primal one, so the gradient of 1e-12 * loss was zero and that of a huge loss ran to
+    maxiter. They now stop at the primal solve's relative accuracy."""
+    x, b = data
+    weights = jnp.linspace(-1.0, 1.0, M * E).reshape(M, E)
+
+    def loss(b):
+        return loss_scale * jnp.sum(weights * solve(gaussian(x, 4.0), Vi(b), alpha=0.3,
+                                                    eps=1e-8))
+
+    # d/db sum(w * A^-1 b) = A^-1 w (A symmetric), in float64.
+    want = loss_scale * dense_solve(x, 4.0, 0.3, weights)
+    np.testing.assert_allclose(jax.grad(loss)(b), want, rtol=1e-5, atol=1e-5 * loss_scale)
+    direction = jnp.ones_like(b)
+    _, tangent = jax.jvp(loss, (b,), (direction,))
+    np.testing.assert_allclose(tangent, np.sum(want * np.asarray(direction)), rtol=1e-5)
+
+
 def test_second_order_derivatives_match_dense(data, rng):
     """Hessian-vector products (forward over reverse) with respect to x and alpha."""
     x, b = data

@@ -13,7 +13,9 @@ moving while the others go on.
 
 Stopping rule (pykeops's): a system stops when its residual r = b - (alpha I + K) a satisfies
 sum(r ** 2) < rows * cols * eps ** 2, i.e. when the root mean square of the residual falls below
-`eps` (an absolute tolerance, in the units of b).
+`eps` (an absolute tolerance, in the units of b). The solves of derivatives (reverse and forward
+mode) stop at the same *relative* accuracy |r| / |b| as the solve they differentiate, so that
+gradients do not depend on the scale of the loss.
 
 Non-convergence (maxiter reached, or p.(alpha I + K)p <= 0 met) is reported by a
 `ConvergenceWarning`, or a `ConvergenceError` with on_nonconvergence="raise". Outside any
@@ -134,24 +136,37 @@ def _report(info: CGInfo, *, eps: float, maxiter: int, mode: str) -> None:
                                              mode=mode), *info)
 
 
-def _conjugate_gradient(matvec: Callable, b: jax.Array, *, eps: float, maxiter: int,
-                        precond: Callable | None,
-                        on_nonconvergence: str) -> tuple[jax.Array, CGInfo]:
-    """Solves matvec(a) = b for each system of b (*batch, rows, cols); returns (a, CGInfo)."""
-    apply_precond = precond if precond is not None else (lambda r: r)
+def _squared_norms(b: jax.Array) -> jax.Array:
+    return jnp.sum(b * b, axis=(-2, -1))
 
-    def dot(u, v):
-        return jnp.sum(u * v, axis=(-2, -1))
+
+def _conjugate_gradient(matvec: Callable, b: jax.Array, *, eps: float, maxiter: int,
+                        precond: Callable | None, on_nonconvergence: str,
+                        primal_rr: jax.Array | None = None) -> tuple[jax.Array, CGInfo]:
+    """Solves matvec(a) = b for each system of b (*batch, rows, cols); returns (a, CGInfo).
+
+    `primal_rr` is |b|^2 of the solve being differentiated. custom_linear_solve calls this
+    same function for the derivative solves (the transposed one of reverse mode, the tangent
+    one of forward mode), whose right-hand sides have unrelated scales: an absolute tolerance
+    would stop them at once when a loss is small (zero gradients) and never when it is large.
+    They stop at the primal solve's relative accuracy instead; for the primal right-hand side
+    itself the threshold is exactly pykeops's absolute one."""
+    apply_precond = precond if precond is not None else (lambda r: r)
+    dot = lambda u, v: jnp.sum(u * v, axis=(-2, -1))
 
     def expand(s):
         return s[..., None, None]
 
+    rr = _squared_norms(b)
     threshold = b.shape[-2] * b.shape[-1] * eps**2
+    if primal_rr is not None:
+        scale = jnp.where(primal_rr > 0, rr / jnp.where(primal_rr > 0, primal_rr, 1), 1)
+        threshold = threshold * scale
     z = apply_precond(b)
-    rr = dot(b, b)
     batch_shape = rr.shape
     init = dict(
-        a=jnp.zeros_like(b), r=b, p=z, rz=dot(b, z), rr=rr, done=rr < threshold,
+        a=jnp.zeros_like(b), r=b, p=z, rz=dot(b, z), rr=rr,
+        done=(rr < threshold) | (rr == 0),
         iterations=jnp.zeros(batch_shape, jnp.int32),
         step=jnp.zeros((), jnp.int32),
     )
@@ -182,7 +197,7 @@ def _conjugate_gradient(matvec: Callable, b: jax.Array, *, eps: float, maxiter: 
         )
 
     s = jax.lax.while_loop(keep_going, cg_step, init)
-    converged = s["rr"] < threshold
+    converged = (s["rr"] < threshold) | (s["rr"] == 0)
     residual = jnp.sqrt(s["rr"] / (b.shape[-2] * b.shape[-1]))
     if on_nonconvergence != "ignore":
         report = functools.partial(_report_nonconvergence, eps=eps, maxiter=maxiter,
@@ -262,7 +277,8 @@ def regularized_solve(apply_K: Callable[[jax.Array], jax.Array], b: jax.Array, a
     eager = all(_is_concrete(v) for v in (b, alpha, *traced_K.consts))
     cg = functools.partial(_conjugate_gradient, eps=float(eps), maxiter=maxiter,
                            precond=precond,
-                           on_nonconvergence="ignore" if eager else on_nonconvergence)
+                           on_nonconvergence="ignore" if eager else on_nonconvergence,
+                           primal_rr=jax.lax.stop_gradient(_squared_norms(b)))
     a, info = jax.lax.custom_linear_solve(matvec, b, cg, symmetric=True, has_aux=True)
     if eager:
         _report(info, eps=float(eps), maxiter=maxiter, mode=on_nonconvergence)
