@@ -5,8 +5,6 @@ memory linear in the sequence length."""
 
 from __future__ import annotations
 
-import doctest
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +15,6 @@ from conftest import assert_close, assert_tree_close
 pytest.importorskip("flax")
 from flax import nnx  # noqa: E402
 
-import jaxkeops.nn.attention as attention_module  # noqa: E402
 from jaxkeops.nn import KernelAttention, dot_product_attention  # noqa: E402
 
 
@@ -231,8 +228,3 @@ def test_memory_is_linear_in_the_sequence_length(rng):
     weights = np.exp(scores - scores.max(axis=1, keepdims=True))
     expected = (weights / weights.sum(1, keepdims=True)) @ np.float64(v[0, :, 0])
     assert_close(out[0, rows, 0], expected, "float32", rtol=1e-4, atol=1e-5)
-
-
-def test_docstring_examples_run():
-    failures, tried = doctest.testmod(attention_module)
-    assert tried >= 8 and failures == 0

@@ -269,14 +269,17 @@ def gp_predict(
         x: training inputs (n, D).
         y: training targets (n,).
         x_test: test inputs (m, D).
-        lengthscale, variance, noise: the hyperparameters (see
-            `gp_marginal_log_likelihood`).
+        lengthscale: the kernel's lengthscale (see `gp_marginal_log_likelihood`).
+        variance: the kernel's variance.
+        noise: the noise variance.
         kernel: a name of `KERNELS` or a builder (x, y, lengthscale, variance) -> LazyTensor.
         return_variance: also return the posterior variance.
         include_noise: add the noise variance (the variance of a new observation y, rather
             than of f).
-        cg_tolerance, maxiter, preconditioner_rank, on_nonconvergence: as in
-            `gp_marginal_log_likelihood`.
+        cg_tolerance: as in `gp_marginal_log_likelihood`.
+        maxiter: as in `gp_marginal_log_likelihood`.
+        preconditioner_rank: as in `gp_marginal_log_likelihood`.
+        on_nonconvergence: as in `gp_marginal_log_likelihood`.
 
     Returns:
         mean (m,), or (mean (m,), variance (m,)) with return_variance. Differentiable.

@@ -67,7 +67,8 @@ def pivoted_cholesky(x: Any, rank: int, lengthscale: Any, variance: Any = 1.0, *
     Args:
         x: points (n, D).
         rank: the number of columns, 1 <= rank <= n.
-        lengthscale, variance: the kernel's hyperparameters.
+        lengthscale: the kernel's lengthscale.
+        variance: the kernel's variance.
         kernel: a name of `KERNELS` or a builder (x, y, lengthscale, variance) -> LazyTensor.
 
     Returns:
