@@ -68,7 +68,7 @@ def accumulator_type(spec: KernelSpec) -> str:
 def _sum_args(spec: KernelSpec, c: str) -> str:
     """The trailing template arguments of a sum-type reduction: scheme and accumulator."""
     acc = accumulator_type(spec)
-    return f"jk::gpu::{SCHEME_ENUMS[spec.sum_scheme]}" + (f", {acc}" if acc != c else "")
+    return f"jk::{SCHEME_ENUMS[spec.sum_scheme]}" + (f", {acc}" if acc != c else "")
 
 
 def _reduction(spec: KernelSpec, c: str) -> tuple[str, int, int]:

@@ -21,7 +21,7 @@ SUM_SCHEMES = ("direct", "block", "kahan")
 DEFAULT_SUM_SCHEME = "block"
 SUM_SCHEME_ALIASES = {"auto": DEFAULT_SUM_SCHEME, "direct_sum": "direct", "block_sum": "block",
                       "kahan_scheme": "kahan"}
-# The C++ spelling of each scheme (cpu_reductions.h / cuda_reductions.h).
+# The C++ spelling of each scheme (jaxkeops/summation.h, used by the CPU and CUDA reductions).
 SCHEME_ENUMS = {"direct": "DIRECT_SUM", "block": "BLOCK_SUM", "kahan": "KAHAN_SUM"}
 
 

@@ -19,6 +19,7 @@
 
 #include "jaxkeops/kernel_abi.h"
 #include "jaxkeops/math.h"
+#include "jaxkeops/summation.h"
 
 namespace jk {
 
@@ -41,11 +42,6 @@ template <class V> JK_FN scalar_t<V> lane(const V& v, int l) {
 template <class J> JK_FN int64_t lane_index(const J& v, int l) {
   if constexpr (sizeof(J) <= 8) return (int64_t)v; else return (int64_t)v[l];
 }
-
-// How sum-type reductions add their terms: a plain running sum per lane (DIRECT_SUM), sums per
-// tile of reduced rows added into the row's total (BLOCK_SUM), or compensated summation of
-// every term (KAHAN_SUM).
-enum SumScheme { DIRECT_SUM = 0, BLOCK_SUM = 1, KAHAN_SUM = 2 };
 
 // Values of type V added into sums of scalar type T: T is the scalar of V (one accumulator per
 // value), or double for float V, where each vector of L floats widens into N = 2 vectors of
@@ -82,25 +78,6 @@ template <> struct Widen<vfloat, double> {
 template <class W> JK_FN auto widened_lane(const typename W::A* acc, int l) {
   constexpr int LA = traits<typename W::A>::lanes;
   return lane(acc[l / LA], l % LA);
-}
-
-// sum += x, keeping the rounding error in comp (the compensated sum is sum - comp).
-template <class A> JK_FN void kahan_add(A& sum, A& comp, A x) {
-  A y = x - comp;
-  A t = sum + y;
-  comp = (t - sum) - y;
-  sum = t;
-}
-
-// (sum, comp) += (other_sum, other_comp), two compensated sums (each worth sum - comp): the
-// rounding error of sum + other_sum is captured exactly (Knuth's two-sum), so merging lanes
-// loses nothing even when they cancel, where a Kahan step on other_sum would.
-template <class T> JK_FN void merge_compensated(T& sum, T& comp, T other_sum, T other_comp) {
-  T s = sum + other_sum;
-  T b = s - sum;
-  T err = (sum - (s - b)) + (other_sum - b);
-  sum = s;
-  comp = (comp + other_comp) - err;
 }
 
 // Sum per component, in scalars T, with the scheme SCHEME: the lanes add up their terms (per

@@ -17,35 +17,12 @@
 #define JAXKEOPS_CUDA_REDUCTIONS_H
 
 #include "jaxkeops/math.h"
+#include "jaxkeops/summation.h"
 
 namespace jk {
 namespace gpu {
 
 template <class C> JK_FN bool is_nan(C x) { return x != x; }
-
-// How sum-type reductions add their terms: a plain running sum (DIRECT_SUM), sums per tile of
-// reduced rows added into the row's total (BLOCK_SUM), or compensated summation of every term
-// (KAHAN_SUM).
-enum SumScheme { DIRECT_SUM = 0, BLOCK_SUM = 1, KAHAN_SUM = 2 };
-
-// sum += x, keeping the rounding error in comp (the compensated sum is sum - comp).
-template <class T> JK_FN void kahan_add(T& sum, T& comp, T x) {
-  T y = x - comp;
-  T t = sum + y;
-  comp = (t - sum) - y;
-  sum = t;
-}
-
-// (sum, comp) += (other_sum, other_comp), two compensated sums (each worth sum - comp): the
-// rounding error of sum + other_sum is captured exactly (Knuth's two-sum), so merging states
-// loses nothing even when the sums cancel, where a Kahan step on other_sum would.
-template <class T> JK_FN void merge_compensated(T& sum, T& comp, T other_sum, T other_comp) {
-  T s = sum + other_sum;
-  T b = s - sum;
-  T err = (sum - (s - b)) + (other_sum - b);
-  sum = s;
-  comp = (comp + other_comp) - err;
-}
 
 // Sum per component, in scalars T (C, or double for float data), with the scheme SCHEME.
 template <class C, int DIM, int SCHEME, class T = C> struct SumReduction {
