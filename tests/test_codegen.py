@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkeops import Vi, Vj
-from jaxkeops.codegen.cpu import column_block, render_cpu
+from jaxkeops import Pm, Vi, Vj
+from jaxkeops.codegen.cpu import _kernel_formulas, column_block, render_cpu
 from jaxkeops.codegen.hoist import hoist
 from jaxkeops.codegen.linear import plan_linear_sum
 from jaxkeops.codegen.rewrite import for_codegen
 from jaxkeops.codegen.spec import KernelSpec
-from jaxkeops.formulas import CAT_I, CAT_J, Const, Op, Var, make, walk
+from jaxkeops.formulas import CAT_I, CAT_J, CAT_P, Const, Op, Var, make, walk
 
 
 def _pair_loop(formula, args):
@@ -48,6 +48,39 @@ def test_gradient_constants_gather_into_one_hoisted_factor():
     main = _pair_loop(grad, (x, y, b, a))
     assert [n for n in _constant_products(main) if n.dim > 1] == []
     assert sum(1 for n in walk(main) if isinstance(n, Op) and n.name == "Subtract") == 1
+
+
+def _lse_pair_loop(formula, args):
+    """The main formula and hoisted per-row values of a base-2 LogSumExp kernel over j."""
+    spec = KernelSpec((formula,), "LogSumExp", 1, "float32", args=tuple(args))
+    return hoist(spec, for_codegen(spec, _kernel_formulas(spec, None)))
+
+
+def test_sinkhorn_exponent_multiplies_once_per_pair_by_a_hoisted_parameter_constant():
+    """(h_j - |x - y|^2 / 2 * p) log2 e, the softmin of the OT solvers: a product nested in the
+    exponent used to lose its own rewrite when log2 e was absorbed (/2, p log2 e and the product
+    were three pair multiplies); now p / 2 log2 e is one per-row value."""
+    x, y, h, p = Var(0, 3, CAT_I), Var(1, 3, CAT_J), Var(2, 1, CAT_J), Var(3, 1, CAT_P)
+    cost = make("Divide", make("Sum", make("Square", make("Subtract", x, y))), Const(2.0))
+    hoisted = _lse_pair_loop(make("Subtract", h, make("Mult", cost, p)), (x, y, h, p))
+    main = hoisted.formulas[0]
+    multiplies = [n for n in walk(main) if isinstance(n, Op) and n.name in ("Mult", "Divide")]
+    assert len(multiplies) == 1, multiplies
+    assert not any(isinstance(a, Const) for a in multiplies[0].args)
+    assert p in set(walk(*hoisted.outer))   # the parameter's product is computed per row
+
+
+@pytest.mark.parametrize("eps", [0.05, 3.0])
+def test_sinkhorn_exponent_with_a_parameter_matches_numpy(eps, rng):
+    x = rng.normal(size=(40, 3))
+    y = rng.normal(size=(300, 3))
+    g = rng.normal(size=(300, 1))
+    inv = np.array([1 / eps])
+    got = (Vj(g) - ((Vi(x) - Vj(y)) ** 2).sum(-1) / 2 * Pm(inv)).logsumexp(axis=1)
+    v = g.T - ((x[:, None, :] - y[None]) ** 2).sum(-1) / 2 / eps
+    m = v.max(axis=1, keepdims=True)
+    expected = m + np.log(np.exp(v - m).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("scale", [0.5, 3.0])
@@ -167,3 +200,23 @@ def test_rows_split_into_even_super_blocks(m, rng):
     got = ((Vi(x) - Vj(y)) ** 2).sum(-1).min(axis=1)
     expected = ((x[:, None, :] - y[None]) ** 2).sum(-1).min(axis=1, keepdims=True)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12)
+
+
+def test_vector_exp2_matches_numpy_over_the_whole_float32_range():
+    """2^x as the kernels compute it (one SIMD path per instruction set): within 2 ulp for
+    normal results, IEEE at +-inf and NaN; subnormal results are 0 where XLA's CPU threads
+    flush them (as jnp.exp2 does there), else within one subnormal step."""
+    x = np.concatenate([np.linspace(-160, 130, 20_011), [np.inf, -np.inf, np.nan, 0.0, -0.0,
+                                                         128.0, -126.0, -149.0]])
+    x = x.astype(np.float32)
+    got = np.asarray((Vi(x[:, None]).exp2() * Vj(np.ones((1, 1), np.float32))).sum(axis=1))[:, 0]
+    expected = np.exp2(x.astype(np.float64))
+    special = ~np.isfinite(x) | (expected > np.finfo(np.float32).max)
+    with np.errstate(over="ignore"):  # 2^128 and up: inf in float32
+        assert np.array_equal(got[special], expected[special].astype(np.float32), equal_nan=True)
+    tiny = np.finfo(np.float32).tiny
+    normal = ~special & (expected >= tiny)
+    np.testing.assert_allclose(got[normal], expected[normal], rtol=2.5e-7)
+    subnormal = ~special & (expected < tiny)
+    error = np.abs(got[subnormal] - expected[subnormal])
+    assert np.all((got[subnormal] == 0) | (error <= 1.5e-45))

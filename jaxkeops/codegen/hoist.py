@@ -1,10 +1,11 @@
 """Loop-invariant code motion for the CPU schedule.
 
-A subexpression that depends only on the outer variables (and parameters) is the same for every
-reduced row: it is computed once per output row. One that depends only on the inner variables
-is the same for every output row: it is computed once per reduced row, when the tile of inner
-values is packed, and stored next to them. Both become pseudo-variables of the main formula.
-E.g. |y_j|^2 in the dot-product form of a squared distance is computed N times, not M * N.
+A subexpression that depends only on the outer variables and parameters (or only on parameters)
+is the same for every reduced row: it is computed once per output row. One that depends only on
+the inner variables is the same for every output row: it is computed once per reduced row, when
+the tile of inner values is packed, and stored next to them. Both become pseudo-variables of the
+main formula. E.g. |y_j|^2 in the dot-product form of a squared distance is computed N times,
+not M * N.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def hoist(spec: KernelSpec, formulas: tuple[Node, ...]) -> Hoisted:
             used_by_mixed.update(node.args)
     frontier: dict[Node, None] = {}
     for node in walk(*formulas):
-        if deps[node] in (OUTER, INNER) and node in used_by_mixed and _worth_hoisting(node):
+        if deps[node] != OUTER | INNER and node in used_by_mixed and _worth_hoisting(node):
             frontier[node] = None
     next_index = max((v.index for v in spec.args), default=-1) + 1
     replace: dict[Node, Node] = {}
@@ -72,7 +73,7 @@ def hoist(spec: KernelSpec, formulas: tuple[Node, ...]) -> Hoisted:
     outer_cat = CAT_I if spec.axis == 1 else CAT_J
     inner_cat = CAT_J if spec.axis == 1 else CAT_I
     for node in frontier:
-        is_outer = deps[node] == OUTER
+        is_outer = deps[node] != INNER  # parameter-only values go with the output row
         var = Var(next_index, node.dim, outer_cat if is_outer else inner_cat)
         next_index += 1
         replace[node] = var

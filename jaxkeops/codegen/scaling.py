@@ -64,6 +64,9 @@ class Scaler:
             return make("Mult", current, Const(c))  # hoisted: computed once per row
         if not isinstance(node, Op) or self.uses[node] > 1:
             return None  # scaling a shared pair value would compute it twice
+        if _is_product(node):
+            # The whole product, with its own constants and hoisted factors: c joins them.
+            return self.product(node, scale=c, must_place=True)
         name, args = node.name, node.args
         if name == "Minus":
             return self.absorb(args[0], -c)
@@ -114,12 +117,14 @@ class Scaler:
         out.append(node)
         return 1.0
 
-    def product(self, node: Op) -> Node:
-        """`node` (a Mult, Minus or Divide by a constant), rearranged."""
+    def product(self, node: Op, scale: float = 1.0, must_place: bool = False) -> Node | None:
+        """`scale` times `node` (a Mult, Minus or Divide by a constant), rearranged. With
+        `must_place`, None unless every constant lands in a hoisted group or a pair factor
+        (what `absorb` promises: no multiply added to the pair loop)."""
         factors: list[Node] = []
-        coef = self.factors(node, True, factors)
+        coef = self.factors(node, True, factors) * scale
         if not math.isfinite(coef) or coef == 0.0:
-            return self.new.get(node, node)
+            return None if must_place else self.new.get(node, node)
         # Constant vectors (c in every component, from broadcasting) join the constant.
         kept: list[Node] = []
         for f in factors:
@@ -148,6 +153,8 @@ class Scaler:
                 if scaled is not None:
                     current[key][t] = scaled
                     coef = 1.0
+        if must_place and coef != 1.0:
+            return None
         scalar = _multiply([_multiply(current.get((False, side), []))
                             for side in (OUTER, INNER, PAIR)])
         if coef != 1.0:
@@ -165,7 +172,9 @@ class Scaler:
                 result = make("Mult", result, Const(1.0, node.dim))
         else:
             result = vector if scalar is None else make("Mult", scalar, vector)
-        return result if result.dim == node.dim else self.new.get(node, node)
+        if result.dim == node.dim:
+            return result
+        return None if must_place else self.new.get(node, node)
 
 
 def _multiply(nodes: list[Node | None]) -> Node | None:

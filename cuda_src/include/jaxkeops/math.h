@@ -18,6 +18,15 @@
 #else
 #define JK_AVX512 0
 #endif
+// 256-bit vectors with AVX2 and FMA (machines without AVX-512): native rounding, comparisons
+// to a bit mask, and an exp2 with no libm call.
+#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__) && !JK_AVX512 && defined(__AVX2__) && \
+    defined(__FMA__)
+#include <immintrin.h>
+#define JK_AVX2 1
+#else
+#define JK_AVX2 0
+#endif
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define JK_FN __device__ __forceinline__
@@ -157,6 +166,12 @@ template <class M> JK_FN bool any(M m) {
     memcpy(&bits, &m, 64);
     return _mm512_test_epi32_mask(bits, bits) != 0;
 #endif
+#if JK_AVX2
+  } else if constexpr (sizeof(M) == 32) {
+    __m256i bits;
+    memcpy(&bits, &m, 32);
+    return !_mm256_testz_si256(bits, bits);
+#endif
   } else {
     bool r = false;
     for (int l = 0; l < (int)(sizeof(M) / sizeof(m[0])); ++l) r |= (m[l] != 0);
@@ -174,6 +189,14 @@ template <class V> JK_FN bool any_lt(V a, V b) {
   if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 8)
     return _mm512_cmp_pd_mask(bit_cast<__m512d>(a), bit_cast<__m512d>(b), _CMP_LT_OQ) != 0;
 #endif
+#if JK_AVX2
+  if constexpr (sizeof(V) == 32 && sizeof(scalar_t<V>) == 4)
+    return _mm256_movemask_ps(_mm256_cmp_ps(bit_cast<__m256>(a), bit_cast<__m256>(b),
+                                            _CMP_LT_OQ)) != 0;
+  if constexpr (sizeof(V) == 32 && sizeof(scalar_t<V>) == 8)
+    return _mm256_movemask_pd(_mm256_cmp_pd(bit_cast<__m256d>(a), bit_cast<__m256d>(b),
+                                            _CMP_LT_OQ)) != 0;
+#endif
   return any(a < b);
 }
 template <class V> JK_FN bool all_lt(V a, V b) {
@@ -182,6 +205,14 @@ template <class V> JK_FN bool all_lt(V a, V b) {
     return _mm512_cmp_ps_mask(bit_cast<__m512>(a), bit_cast<__m512>(b), _CMP_LT_OQ) == 0xFFFF;
   if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 8)
     return _mm512_cmp_pd_mask(bit_cast<__m512d>(a), bit_cast<__m512d>(b), _CMP_LT_OQ) == 0xFF;
+#endif
+#if JK_AVX2
+  if constexpr (sizeof(V) == 32 && sizeof(scalar_t<V>) == 4)
+    return _mm256_movemask_ps(_mm256_cmp_ps(bit_cast<__m256>(a), bit_cast<__m256>(b),
+                                            _CMP_LT_OQ)) == 0xFF;
+  if constexpr (sizeof(V) == 32 && sizeof(scalar_t<V>) == 8)
+    return _mm256_movemask_pd(_mm256_cmp_pd(bit_cast<__m256d>(a), bit_cast<__m256d>(b),
+                                            _CMP_LT_OQ)) == 0xF;
 #endif
   return !any(!(a < b));
 }
@@ -408,8 +439,8 @@ template <class V> JK_FN V exp(V x) {
 }
 
 
-// 2^x. With AVX-512: n = round(x), 2^(x - n) from a degree-5 Chebyshev-node interpolant
-// (relative error 1.0e-7 in float, about 1 ulp) and vscalef; elsewhere exp(x * ln2).
+// 2^x. With AVX-512 or AVX2 (float): n = round(x), 2^(x - n) from a degree-5 Chebyshev-node
+// interpolant (relative error 1.0e-7 in float, about 1 ulp), then 2^n; elsewhere exp(x * ln2).
 // The code generator uses it for exp(c * a), folding log2(e) into the constant c.
 template <class V> JK_FN V exp2(V x) {
   using S = scalar_t<V>;
@@ -434,6 +465,30 @@ template <class V> JK_FN V exp2(V x) {
     p = p * f + cst<V>(0.6931471880262294);
     p = p * f + cst<V>(1.0000000754548972);
     return exp_scaled(p, n);
+  }
+#endif
+#if JK_AVX2
+  if constexpr (sizeof(V) == 32 && sizeof(S) == 4) {
+    // The same interpolant, with 2^n applied as two exponent-field scalings (n in [-151, 128]
+    // after the clamp, so both halves are normal numbers): +inf saturates to inf, -inf to 0,
+    // subnormal results round correctly, and a NaN x (kept by the clamp) gives a NaN p.
+    __m256 t = bit_cast<__m256>(x);
+    t = _mm256_min_ps(_mm256_set1_ps(128.0f), _mm256_max_ps(_mm256_set1_ps(-151.0f), t));
+    __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    V f = bit_cast<V>(_mm256_sub_ps(t, n));
+    V p = cst<V>(0.0013390863364698205);
+    p = p * f + cst<V>(0.009676031918298474);
+    p = p * f + cst<V>(0.055503571142190296);
+    p = p * f + cst<V>(0.24022107485309188);
+    p = p * f + cst<V>(0.6931471880262294);
+    p = p * f + cst<V>(1.0000000754548972);
+    __m256i whole = _mm256_cvtps_epi32(n);
+    __m256i half = _mm256_srai_epi32(whole, 1);
+    __m256i rest = _mm256_sub_epi32(whole, half);
+    const __m256i bias = _mm256_set1_epi32(127);
+    V s1 = bit_cast<V>(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
+    V s2 = bit_cast<V>(_mm256_slli_epi32(_mm256_add_epi32(rest, bias), 23));
+    return (p * s1) * s2;
   }
 #endif
   if constexpr (traits<V>::lanes == 1) {
