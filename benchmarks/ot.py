@@ -200,7 +200,10 @@ def prepare_jaxkeops_ot(module, x, y):
 class Sweep:
     def __init__(self, cfg: dict):
         self.cfg = cfg
-        self.last: dict[str, tuple[int, float]] = {}  # method -> (n, seconds per call)
+        self.last: dict[str, tuple[int, float]] = {}  # method -> (n, seconds per unit)
+        # method -> iterations per call at its last size, for methods whose iteration count is
+        # only known after the run (OTT): their estimates assume the same count again.
+        self.last_units: dict[str, int] = {}
 
     def skipped(self, name: str, n: int, dense: bool, units: int = 1) -> Row | None:
         """A Row saying why `name` is not timed at n, or None to time it."""
@@ -295,7 +298,7 @@ def divergence_table(sweep: Sweep, cfg: dict, jk_ot, pykeops_note: str | None,
             if name.startswith("jaxkeops.ot") and jk_ot is None:
                 rows[name] = Row(note="jaxkeops.ot missing (see below)")
                 continue
-            skip = sweep.skipped(name, n, dense, units=units or 1)
+            skip = sweep.skipped(name, n, dense, units=units or sweep.last_units.get(name, 1))
             if skip:
                 rows[name] = skip
                 continue
@@ -311,6 +314,7 @@ def divergence_table(sweep: Sweep, cfg: dict, jk_ot, pykeops_note: str | None,
                 row.per_call_units = int(np.sum(iterations))
                 row.extra["value"] = float(value)
                 sweep.last[name] = (n, row.seconds / row.per_call_units)
+                sweep.last_units[name] = row.per_call_units
             else:
                 row.extra["value"] = float(np.asarray(out if np.ndim(out) == 0 else out[0]))
         table[n] = rows
@@ -372,7 +376,8 @@ def markdown(info: dict, iterations: dict, divergences: dict, memory, notes: lis
              "- Medians of up to {max_runs} runs per method (about {point_budget:g} s of runs "
              "per method and size), the methods of one size in alternation, after "
              "compilation. `~X (estimated)`: skipped, extrapolated quadratically from the "
-             "method's previous size; `needs X GB`: the n x m float32 matrix is not "
+             "method's previous size (OTT's divergences: with that size's iteration count); "
+             "`needs X GB`: the n x m float32 matrix is not "
              "built.".format(**info["cfg"]), "",
              "## One Sinkhorn iteration (OTT's solver, fixed iterations)", "",
              "Time of `linear.solve(geom, min_iterations=k, max_iterations=k)` (jitted) divided "
