@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import jax
 from methods import WORKLOADS, Setup
-from report import _find, fmt_s
+from points import find_point, fmt_s
 
 # Sizes per D, summary sizes, repeats, per-point and per-call time limits, as run.MODES.
 MODES = {
@@ -201,10 +201,10 @@ def summary(info, points) -> list[str]:
             if not done:
                 continue
             n = ratio.get(d) if ratio.get(d) in done else max(done)
-            t_jk = _find(points, w, d, n, "jaxkeops").timing.median
+            t_jk = find_point(points, w, d, n, "jaxkeops").timing.median
             cells, ratios = [fmt_s(t_jk)], []
             for m in ("pykeops", "blocked JAX", "dense JAX"):
-                p = _find(points, w, d, n, m)
+                p = find_point(points, w, d, n, m)
                 t = None if p is None else p.timing.median if p.timing else p.est
                 approx = "~" if p is not None and p.timing is None and t else ""
                 cells.append(f"{approx}{fmt_s(t)}" if t else p.note if p else "")

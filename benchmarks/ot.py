@@ -34,7 +34,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import measure  # noqa: E402
 import numpy as np  # noqa: E402
-from report import fmt_mb, fmt_n, fmt_s  # noqa: E402
+from points import fmt_mb, fmt_n, fmt_s  # noqa: E402
 
 import jaxkeops  # noqa: E402
 

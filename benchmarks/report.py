@@ -2,54 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from measure import Timing
+import gpu
 from methods import EPS, METHODS, SIGMA, WORKLOADS, K
-
-
-@dataclass
-class Point:
-    workload: str
-    d: int
-    n: int
-    method: str
-    timing: Timing | None = None
-    note: str = ""            # why it was not measured
-    est: float | None = None  # estimated seconds, when skipped for time
-    err: float | None = None
-
-
-def fmt_s(t: float) -> str:
-    if t < 1e-3:
-        return f"{t * 1e6:.0f} µs"
-    if t < 1:
-        return f"{t * 1e3:.3g} ms"
-    return f"{t:.3g} s" if t < 100 else f"{t:.0f} s"
-
-
-def fmt_n(n: int) -> str:
-    exp = len(str(n)) - 1
-    mant = n / 10**exp
-    return f"{mant:g}e{exp}" if mant != int(mant) or n >= 1000 else str(n)
-
-
-def fmt_err(workload: str, err: float | None) -> str:
-    if err is None:
-        return ""
-    return f"{err:.1%} found" if workload == "knn" else f"{err:.1e}"
-
-
-def fmt_mb(mb: float | None) -> str:
-    return "" if mb is None else f"{mb:.0f} MB" if mb >= 1 else "< 1 MB"
-
-
-def _find(points, workload, d, n, method):
-    for p in points:
-        if (p.workload, p.d, p.n, p.method) == (workload, d, n, method):
-            return p
-    return None
+from points import find_point, fmt_err, fmt_mb, fmt_n, fmt_s
 
 
 def _header(info) -> list[str]:
@@ -83,12 +40,12 @@ def _summary(info, points) -> list[str]:
     for d in sorted({p.d for p in points}):
         for w in WORKLOADS:
             both = [n for n in sorted({p.n for p in points if (p.workload, p.d) == (w, d)})
-                    if all(getattr(_find(points, w, d, n, m), "timing", None)
+                    if all(getattr(find_point(points, w, d, n, m), "timing", None)
                            for m in ("jaxkeops", "ref kernel"))]
             if not both:
                 continue
             n = ratio.get(d) if ratio.get(d) in both else both[-1]
-            jk, ref = (_find(points, w, d, n, m).timing for m in ("jaxkeops", "ref kernel"))
+            jk, ref = (find_point(points, w, d, n, m).timing for m in ("jaxkeops", "ref kernel"))
             lines.append(f"| {w} | {d} | {n:,} | {fmt_s(ref.median)} | {fmt_s(jk.median)} | "
                          f"{ref.median / jk.median:.2f} | {jk.threads:.2f} | "
                          f"{ref.threads:.2f} |")
@@ -101,7 +58,7 @@ def _summary(info, points) -> list[str]:
     n = ratio[3]
     rows = []
     for w in WORKLOADS:
-        jk, bl = _find(points, w, 3, n, "jaxkeops"), _find(points, w, 3, n, "blocked JAX")
+        jk, bl = find_point(points, w, 3, n, "jaxkeops"), find_point(points, w, 3, n, "blocked JAX")
         if jk is None or jk.timing is None or bl is None or (bl.timing is None and not bl.est):
             continue
         t_bl = bl.timing.median if bl.timing else bl.est
@@ -132,7 +89,7 @@ def _time_tables(points, info) -> list[str]:
             for m in METHODS:
                 cells = []
                 for n in sizes:
-                    p = _find(points, w, d, n, m)
+                    p = find_point(points, w, d, n, m)
                     cells.append("" if p is None else fmt_s(p.timing.median) if p.timing
                                  else f"~{fmt_s(p.est)}" if p.est else p.note)
                 if set(cells) - {"", "not installed", "not available"}:
@@ -234,7 +191,6 @@ METHOD_NOTES = [
 
 def markdown(info, points, extras, png: Path | None) -> str:
     if info.get("gpu"):
-        import gpu
         head, summary, notes = gpu.header(info), gpu.summary(info, points), gpu.METHOD_NOTES
     else:
         head, summary, notes = _header(info), _summary(info, points), METHOD_NOTES

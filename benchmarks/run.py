@@ -35,7 +35,7 @@ import measure  # noqa: E402
 import methods  # noqa: E402
 import probes  # noqa: E402
 import report  # noqa: E402
-from report import Point  # noqa: E402
+from points import Point, fmt_s  # noqa: E402
 
 import jaxkeops  # noqa: E402
 
@@ -103,9 +103,9 @@ class Sweep:
             left = self.cfg["budget"] - (time.perf_counter() - self.t_start)
             if why is None and not self.forced(workload, d, n, m):
                 if est > self.cfg["max_call"]:
-                    why = f"skipped (would take ~{report.fmt_s(est)})"
+                    why = f"skipped (would take ~{fmt_s(est)})"
                 elif est > left:
-                    why = f"skipped (time budget; ~{report.fmt_s(est)})"
+                    why = f"skipped (time budget; ~{fmt_s(est)})"
             if why:
                 self.points.append(Point(workload, d, n, m, note=why,
                                          est=est if why.startswith("skipped") else None))
@@ -141,7 +141,7 @@ class Sweep:
         for m, t in timings.items():
             err = methods.error(workload, methods.rows(outs[m], ERROR_ROWS), exact)
             self.points.append(Point(workload, d, n, m, timing=t, err=err))
-            log(f"    {m:12s} {report.fmt_s(t.median):>9s} x{len(t.walls)}  err {err:.1e}")
+            log(f"    {m:12s} {fmt_s(t.median):>9s} x{len(t.walls)}  err {err:.1e}")
 
 
 def call_overhead(n_calls: int, device) -> dict:
@@ -173,7 +173,7 @@ def large_d(cfg, setup) -> list[dict]:
         t = timings["jaxkeops"]
         rows.append(dict(d=d, n=n, time=t.median, runs=len(t.walls), threads=t.threads,
                          pdps=n * n * d / t.median))
-        log(f"  large D: D={d} {report.fmt_s(t.median)}")
+        log(f"  large D: D={d} {fmt_s(t.median)}")
     return rows
 
 
