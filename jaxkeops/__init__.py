@@ -10,7 +10,7 @@ Example:
 """
 
 from ._version import __version__
-from .errors import CompilerNotFoundError, JaxKeOpsError, KernelCompileError
+from .errors import CompilerNotFoundError, JaxKeOpsError, KernelCacheWarning, KernelCompileError
 from .lazy.genred import Genred
 from .lazy.lazytensor import LazyTensor, Pm, Vi, Vj
 from .lazy.solve import ConvergenceError, ConvergenceWarning, KernelSolve
@@ -18,6 +18,6 @@ from .runtime import cache_dir, clear_cache
 
 __all__ = [
     "CompilerNotFoundError", "ConvergenceError", "ConvergenceWarning", "Genred",
-    "JaxKeOpsError", "KernelCompileError", "KernelSolve", "LazyTensor", "Pm", "Vi", "Vj",
-    "__version__", "cache_dir", "clear_cache",
+    "JaxKeOpsError", "KernelCacheWarning", "KernelCompileError", "KernelSolve", "LazyTensor",
+    "Pm", "Vi", "Vj", "__version__", "cache_dir", "clear_cache",
 ]

@@ -44,3 +44,19 @@ class KernelCompileError(JaxKeOpsError):
         super().__init__(f"{message}\n  generated source: {source_path}\n  compiler log:\n{log}")
         self.log = log
         self.source_path = source_path
+
+
+class KernelCacheWarning(RuntimeWarning):
+    """A cached kernel, precompiled header or CUDA image did not match its digest record (it is
+    deleted and rebuilt, never loaded), or the cache folder cannot be used (a private temporary
+    one is used instead). Filter it like any warning.
+
+    Example:
+        >>> import warnings
+        >>> from jaxkeops import KernelCacheWarning
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warnings.warn("k.so: size 10, expected 20", KernelCacheWarning)
+        >>> caught[0].category.__name__
+        'KernelCacheWarning'
+    """

@@ -1,6 +1,8 @@
 """CUDA kernels without a GPU, part 1: the source of every op, every reduction and every
-derivative kernel compiles with NVRTC and with nvcc for sm_80 and sm_90; the CUDA build (disk
-cache, compile errors, PTX fallback) and the launch plans.
+derivative kernel compiles with NVRTC (for sm_90) and with nvcc (for sm_80): every kernel with
+both compilers, and for both architectures (the headers have no architecture-specific code, so
+compiling each source for both with both compilers would double the time for no new coverage);
+the CUDA build (disk cache, compile errors, PTX fallback) and the launch plans.
 
 Sources are compiled in two bundles per compiler run (one translation unit each, see
 `cuda_emulator.harness.bundle`), in parallel on two cores. A bundle that compiled is remembered
@@ -29,7 +31,8 @@ from jaxkeops.reductions import REDUCTIONS
 from jaxkeops.runtime import cache_dir, cuda_build
 from jaxkeops.runtime.nvrtc import find_nvrtc
 
-ARCHS = (80, 90)
+NVRTC_ARCHS = (90,)
+NVCC_ARCHS = (80,)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -84,7 +87,7 @@ def test_cuda_kernel_uses_the_shared_formula_printer():
     assert body in cuda.render_cuda(spec)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", NVRTC_ARCHS)
 def test_nvrtc_compiles_every_kernel(sources, arch):
     nvrtc = _nvrtc()
     options = [*cuda_build.OPTIONS, f"-arch=sm_{arch}", f"-I{INCLUDE}"]
@@ -103,7 +106,7 @@ def test_nvrtc_compiles_every_kernel(sources, arch):
 @pytest.mark.slow
 def test_nvcc_compiles_every_kernel(sources, tmp_path):
     nvcc = _nvcc()
-    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in ARCHS]
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in NVCC_ARCHS]
     texts = [bundle(h) for h in _halves(sources)]
     marker = _marker("nvcc", cuda_build._nvcc_version(nvcc), " ".join(gencode), *texts)
     if marker.is_file():

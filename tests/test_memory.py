@@ -1,6 +1,6 @@
 """Reverse mode never materialises the M x N matrix: the gradient of a Gaussian sum at
-M = N = 200,000 (a dense kernel matrix would take 200k * 200k * 4 bytes = 160 GB in float32) adds
-less than 1 GB to the peak memory of the process.
+M = N = 100,000 (a dense kernel matrix would take 100k * 100k * 4 bytes = 40 GB in float32, more
+than this machine has) adds less than 1 GB to the peak memory of the process.
 
 The measurement runs in a fresh subprocess, so that nothing else the test session allocated
 counts. Set JAXKEOPS_MEMORY_TEST_N to change the size (e.g. 20000 for a quick run).
@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-N_DEFAULT = 200_000
+N_DEFAULT = 100_000
 LIMIT_BYTES = 1 << 30
 
 SCRIPT = textwrap.dedent(
@@ -94,10 +94,12 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_gradient_of_gaussian_sum_at_200k_points_uses_little_memory():
+def test_gradient_of_gaussian_sum_at_100k_points_uses_little_memory():
     n = int(os.environ.get("JAXKEOPS_MEMORY_TEST_N", N_DEFAULT))
+    # Built at the default -O3: the kernels run on 1e5 points, not the suite's few dozen.
+    environment = dict(os.environ, JAXKEOPS_OPT_LEVEL="3")
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(n)], capture_output=True,
-                            text=True, timeout=900)
+                            text=True, timeout=900, env=environment)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["shapes"] == [[n, 3], [n, 3], [n, 1]]

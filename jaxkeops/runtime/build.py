@@ -10,8 +10,23 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import KernelCompileError
-from .cache import atomic_write, cache_dir
-from .toolchain import Toolchain, find_toolchain
+from .cache import (
+    ET_DYN,
+    atomic_write,
+    cache_dir,
+    discard_entry,
+    elf_problem,
+    header_problem,
+    install,
+    verify_entry,
+)
+from .toolchain import (
+    DEFAULT_COMPILE_TIMEOUT,
+    Toolchain,
+    compile_timeout,
+    find_toolchain,
+    run_tool,
+)
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -52,6 +67,28 @@ def kernel_key(source: str, toolchain: Toolchain) -> str:
     return h.hexdigest()
 
 
+def run_compiler(command: list[str], source_path: Path, what: str) -> subprocess.CompletedProcess:
+    """Runs a compiler under $JAXKEOPS_COMPILE_TIMEOUT; a hang or a compiler that cannot start
+    becomes a KernelCompileError naming the compiler, the limit and the source."""
+    timeout = compile_timeout()
+    try:
+        return run_tool(command, timeout)
+    except subprocess.TimeoutExpired as expired:
+        said = "\n".join(part.strip() for part in (expired.stderr, expired.stdout)
+                         if isinstance(part, str) and part.strip())
+        raise KernelCompileError(
+            f"{command[0]} did not finish {what} within {timeout:g} s and was stopped (limit "
+            f"set by JAXKEOPS_COMPILE_TIMEOUT, default {DEFAULT_COMPILE_TIMEOUT:g} s). If this "
+            "machine is merely slow, raise it, e.g. JAXKEOPS_COMPILE_TIMEOUT=3600, or set 0 "
+            "for no limit",
+            log=said or "(no output before it was stopped)", source_path=str(source_path),
+        ) from None
+    except OSError as error:
+        raise KernelCompileError(f"{command[0]} could not be started for {what}: "
+                                 f"{error.strerror or error}", log="",
+                                 source_path=str(source_path)) from None
+
+
 class BuildStats:
     """Counts of what this process compiled and found in the cache (read by tests and tools)."""
 
@@ -63,13 +100,18 @@ class BuildStats:
 PCH_HEADER = "jaxkeops/cpu_kernel.h"
 
 
+# Precompiled-header folders this process could not build or found broken: plain header.
+_pch_unusable: set[Path] = set()
+
+
 def precompiled_header_dir(toolchain: Toolchain) -> Path | None:
     """A folder holding the precompiled CPU kernel header, built once per header version.
 
     Generated kernels start with `#include "jaxkeops/cpu_kernel.h"`; GCC looks for
     `cpu_kernel.h.gch` in this folder before the real header and uses it when the flags match,
     which halves each kernel's compile time. Other compilers, or any failure, fall back to the
-    plain header.
+    plain header. The header is verified against its digest like a kernel, and one that breaks
+    a kernel compile is dropped (see `build_cpu_kernel`).
     """
     if "g++" not in toolchain.version and "GCC" not in toolchain.version:
         return None
@@ -80,52 +122,97 @@ def precompiled_header_dir(toolchain: Toolchain) -> Path | None:
         (_HEADERS_DIGEST[root] + toolchain.fingerprint() + __version__).encode()
     ).hexdigest()[:20]
     folder = cache_dir() / f"pch-{tag}"
+    if folder in _pch_unusable:
+        return None
     target = folder / (PCH_HEADER + ".gch")
     if target.is_file():
-        return folder
+        problem = verify_entry(target, tag)
+        if problem is None:
+            return folder
+        discard_entry(target, problem)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     flags = [f for f in toolchain.flags if f != "-shared"]
     command = [toolchain.compiler, *flags, f"-I{root}", "-x", "c++-header",
                str(root / PCH_HEADER), "-o", str(partial)]
     try:
-        ok = subprocess.run(command, capture_output=True, text=True).returncode == 0
-        if ok:
-            os.replace(partial, target)
+        result = run_compiler(command, root / PCH_HEADER, "precompiling the kernel header")
+        if result.returncode == 0 and header_problem(partial, b"gpch", "a GCC PCH") is None:
+            install(partial, target, tag)
+            return folder
     finally:
         partial.unlink(missing_ok=True)
-    return folder if target.is_file() else None
+    _pch_unusable.add(folder)
+    return None
+
+
+def _drop_precompiled_header(folder: Path) -> None:
+    _pch_unusable.add(folder)
+    discard_entry(folder / (PCH_HEADER + ".gch"),
+                  "a kernel compiled without this precompiled header failed with it")
 
 
 def build_cpu_kernel(source: str, key: str, toolchain: Toolchain | None = None) -> Path:
-    """The path of the compiled kernel for `source`, compiling it unless the cache has it."""
+    """The path of the compiled kernel for `source`, compiling it unless the cache has it.
+
+    A cached kernel is used only if it matches the digest recorded when it was written; a
+    damaged one is reported (KernelCacheWarning), deleted and rebuilt. Compiling fails with a
+    KernelCompileError carrying the compiler's log and the source path, after one retry when
+    the first attempt used the precompiled header or produced no valid shared library.
+    """
     toolchain = toolchain or find_toolchain()
     folder = cache_dir()
     binary = folder / f"{key}.so"
     if binary.is_file():
-        BuildStats.cache_hits += 1
-        return binary
+        problem = verify_entry(binary, key)
+        if problem is None:
+            BuildStats.cache_hits += 1
+            return binary
+        discard_entry(binary, problem)
     source_path = folder / f"{key}.cpp"
     atomic_write(source_path, source.encode())
-    partial = folder / f"{key}.{os.getpid()}.{time.monotonic_ns()}.so.tmp"
-    pch = precompiled_header_dir(toolchain)
-    command = [
-        toolchain.compiler, *toolchain.flags, *([f"-I{pch}"] if pch else []),
-        f"-I{include_dir()}", str(source_path), "-o", str(partial),
-    ]
     start = time.perf_counter()
-    try:
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise KernelCompileError(
-                f"{Path(toolchain.compiler).name} failed to compile a jaxkeops kernel "
-                f"(exit code {result.returncode})",
-                log=(result.stderr or result.stdout).strip(),
-                source_path=str(source_path),
-            )
-        os.replace(partial, binary)
-    finally:
-        partial.unlink(missing_ok=True)
+    _compile_kernel(toolchain, source_path, binary, key)
     BuildStats.compiled += 1
     BuildStats.compile_seconds += time.perf_counter() - start
     return binary
+
+
+def _compile_kernel(toolchain: Toolchain, source_path: Path, binary: Path, key: str) -> None:
+    pch = precompiled_header_dir(toolchain)
+    # The second try goes without the precompiled header when the first used it (a broken
+    # header must not fail every kernel), else repeats a build whose output was junk.
+    attempts = (pch, None) if pch else (None, None)
+    name = Path(toolchain.compiler).name
+    error = None
+    for number, pch_dir in enumerate(attempts):
+        partial = binary.with_name(f"{key}.{os.getpid()}.{time.monotonic_ns()}.so.tmp")
+        command = [
+            toolchain.compiler, *toolchain.flags, *([f"-I{pch_dir}"] if pch_dir else []),
+            f"-I{include_dir()}", str(source_path), "-o", str(partial),
+        ]
+        try:
+            result = run_compiler(command, source_path, "compiling a jaxkeops kernel")
+            log = (result.stderr or result.stdout).strip()
+            if result.returncode != 0:
+                error = KernelCompileError(
+                    f"{name} failed to compile a jaxkeops kernel (exit code "
+                    f"{result.returncode})", log=log, source_path=str(source_path))
+                if pch_dir is None:
+                    raise error
+                continue
+            problem = elf_problem(partial, ET_DYN)
+            if problem is not None:
+                error = KernelCompileError(
+                    f"{toolchain.compiler} exited with code 0 but wrote no usable shared "
+                    f"library ({problem}){' twice in a row' if number else ''}; the compiler "
+                    "or the disk is broken",
+                    log=log or "(the compiler printed nothing)", source_path=str(source_path))
+                continue
+            install(partial, binary, key)
+        finally:
+            partial.unlink(missing_ok=True)
+        if pch is not None and pch_dir is None:
+            _drop_precompiled_header(pch)
+        return
+    raise error

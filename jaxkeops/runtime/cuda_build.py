@@ -20,9 +20,19 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import CompilerNotFoundError, KernelCompileError
-from .build import include_dir
-from .cache import atomic_write, cache_dir
+from .build import include_dir, run_compiler
+from .cache import (
+    ET_EXEC,
+    atomic_write,
+    cache_dir,
+    discard_entry,
+    elf_problem,
+    header_problem,
+    install_bytes,
+    verify_entry,
+)
 from .nvrtc import find_nvrtc
+from .toolchain import probe_timeout, run_tool
 
 # No fast-math: LogSumExp, Min and friends need IEEE inf and NaN.
 OPTIONS = ("-std=c++17", "-DNDEBUG")
@@ -74,7 +84,15 @@ class CudaCompiler:
 
 
 def _nvcc_version(path: str) -> str:
-    out = subprocess.run([path, "--version"], capture_output=True, text=True)
+    try:
+        out = run_tool([path, "--version"], probe_timeout())
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise CompilerNotFoundError(f"{path} exists but `{path} --version` failed ({error}): "
+                                    f"{INSTALL_HINT}.") from None
+    if out.returncode != 0:
+        said = (out.stderr or out.stdout).strip()[:500] or "no output"
+        raise CompilerNotFoundError(f"{path} exists but `{path} --version` failed with exit code "
+                                    f"{out.returncode} ({said}): {INSTALL_HINT}.")
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     return lines[-1] if lines else "unknown"
 
@@ -97,7 +115,10 @@ def find_cuda_compiler(prefer: str | None = None) -> CudaCompiler:
 
 @functools.cache
 def _nvcc_archs(path: str) -> tuple[int, ...]:
-    out = subprocess.run([path, "--list-gpu-code"], capture_output=True, text=True)
+    try:
+        out = run_tool([path, "--list-gpu-code"], probe_timeout())
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
     return tuple(sorted(int(w[3:].rstrip("af")) for w in out.stdout.split()
                         if w.startswith("sm_") and w[3:].rstrip("af").isdigit()))
 
@@ -119,15 +140,24 @@ def _compile_nvcc(compiler: CudaCompiler, source_path: Path, target: str, ptx: b
                   out: Path) -> tuple[bool, str]:
     cmd = [compiler.path, "--ptx" if ptx else "--cubin", f"-arch={target}", *OPTIONS,
            f"-I{include_dir()}", str(source_path), "-o", str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = run_compiler(cmd, source_path, f"compiling a jaxkeops CUDA kernel for {target}")
     return result.returncode == 0, (result.stderr or result.stdout).strip()
+
+
+def _image_problem(path: Path, ptx: bool) -> str | None:
+    if ptx:
+        return header_problem(path, b".version", "PTX", within=4096)
+    return elf_problem(path, ET_EXEC)
 
 
 def build_cuda_kernel(source: str, key: str, arch: int,
                       compiler: CudaCompiler | None = None) -> tuple[Path, str]:
     """(path, target) of the compiled kernel for compute capability `arch` (e.g. 80), with
     target "sm_80" for a cubin or "compute_XY" for PTX, compiling it unless the cache has it.
-    Raises KernelCompileError with the log."""
+
+    A cached image is used only if it matches the digest recorded when it was written; a
+    damaged one is reported (KernelCacheWarning), deleted and rebuilt. Raises
+    KernelCompileError with the log, also when the compiler twice produced no valid image."""
     compiler = compiler or find_cuda_compiler()
     target, ptx = _target(compiler, arch)
     kind = "ptx" if ptx else "cubin"
@@ -135,26 +165,40 @@ def build_cuda_kernel(source: str, key: str, arch: int,
     folder = cache_dir()
     image = folder / f"{image_key}.{target}.{kind}"
     if image.is_file():
-        CudaBuildStats.cache_hits += 1
-        return image, target
+        problem = verify_entry(image, image_key)
+        if problem is None:
+            CudaBuildStats.cache_hits += 1
+            return image, target
+        discard_entry(image, problem)
     source_path = write_cuda_source(source, key)
     start = time.perf_counter()
-    if compiler.kind == "nvrtc":
-        options = [*OPTIONS, f"-arch={target}", f"-I{include_dir()}"]
-        result = find_nvrtc().compile(source, source_path.name, options, ptx=ptx)
-        ok, log, data = result.ok, result.log, result.image
-    else:
+    what = f"{compiler.kind} {compiler.version}"
+    for _attempt in range(2):  # a second try only when the compiler exited 0 with junk
         partial = folder / f"{image_key}.{os.getpid()}.{time.monotonic_ns()}.tmp"
         try:
-            ok, log = _compile_nvcc(compiler, source_path, target, ptx, partial)
-            data = partial.read_bytes() if ok else b""
+            if compiler.kind == "nvrtc":
+                options = [*OPTIONS, f"-arch={target}", f"-I{include_dir()}"]
+                result = find_nvrtc().compile(source, source_path.name, options, ptx=ptx)
+                ok, log = result.ok, result.log
+                if ok:
+                    partial.write_bytes(result.image)
+            else:
+                ok, log = _compile_nvcc(compiler, source_path, target, ptx, partial)
+            if not ok:
+                raise KernelCompileError(f"{what} failed to compile a jaxkeops CUDA kernel for "
+                                         f"{target}", log=log, source_path=str(source_path))
+            problem = _image_problem(partial, ptx)
+            data = partial.read_bytes() if problem is None else b""
         finally:
             partial.unlink(missing_ok=True)
-    if not ok:
+        if problem is None:
+            break
+    else:
         raise KernelCompileError(
-            f"{compiler.kind} {compiler.version} failed to compile a jaxkeops CUDA kernel for "
-            f"{target}", log=log, source_path=str(source_path))
-    atomic_write(image, data)
+            f"{what} reported success but wrote no usable {kind} for {target} ({problem}), "
+            "twice in a row; the compiler or the disk is broken",
+            log=log or "(the compiler printed nothing)", source_path=str(source_path))
+    install_bytes(image, data, image_key)
     CudaBuildStats.compiled += 1
     CudaBuildStats.compile_seconds += time.perf_counter() - start
     return image, target
