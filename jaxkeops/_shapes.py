@@ -52,6 +52,19 @@ def _warn_float64_without_x64(name: str, a) -> None:
     )
 
 
+_CAST_HINTS = {
+    "b": " (cast boolean data with .astype first)",
+    "i": " (cast integer data with .astype first)",
+    "u": " (cast integer data with .astype first)",
+    "c": " (complex data go through LazyTensor, which splits them into real parts)",
+}
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def float_dtype(arrays: Sequence, names: Sequence[str]) -> str:
     """The common float dtype of `arrays`, or a TypeError naming the ones that differ.
 
@@ -60,13 +73,17 @@ def float_dtype(arrays: Sequence, names: Sequence[str]) -> str:
     dtypes = []
     x64 = jax.config.jax_enable_x64
     for a, name in zip(arrays, names):
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+            raise TypeError(f"argument {name!r} must be an array (jax.Array or numpy.ndarray), "
+                            f"got {type(a).__name__}: {_short_repr(a)}")
         if not x64 and isinstance(a, np.ndarray) and a.dtype == np.float64:
             _warn_float64_without_x64(name, a)
         dt = jnp.result_type(a)
         if not jnp.issubdtype(dt, jnp.floating):
+            hint = _CAST_HINTS.get(np.dtype(dt).kind, "")
             raise TypeError(
-                f"argument {name!r} has dtype {dt}: jaxkeops formulas take float32 or float64 "
-                "arrays (cast integer data with .astype first)"
+                f"argument {name!r} has dtype {dt} (shape {tuple(a.shape)}): jaxkeops formulas "
+                f"take float32 or float64 arrays{hint}"
             )
         if dt not in (jnp.float32, jnp.float64, jnp.float16, jnp.bfloat16):
             raise TypeError(f"argument {name!r} has dtype {dt}; jaxkeops takes float16, "

@@ -37,6 +37,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import JaxKeOpsError
+from ._checks import (
+    check_array,
+    check_flag,
+    check_integer,
+    check_positive_number,
+    check_real,
+    check_string,
+)
 
 ON_NONCONVERGENCE = ("warn", "raise", "ignore")
 
@@ -303,6 +311,30 @@ _COMPILED_SOLVES: OrderedDict[Any, Callable] = OrderedDict()
 _MAX_COMPILED_SOLVES = 64
 
 
+def check_solver_options(what: str, b: Any, alpha: Any, *, eps: Any = 1e-6, maxiter: Any = None,
+                         precond: Any = None, on_nonconvergence: Any = "warn",
+                         return_info: Any = False) -> None:
+    """The solver's arguments checked before anything is traced, each error naming the argument.
+
+    Example:
+        >>> check_solver_options("demo", jnp.ones((2, 1)), 0.1, eps="tight")
+        Traceback (most recent call last):
+        TypeError: demo: eps must be a positive number, got 'tight'
+    """
+    check_array(b, f"{what}: b")
+    check_real(alpha, f"{what}: alpha")
+    check_positive_number(eps, f"{what}: eps")
+    if maxiter is not None:
+        check_integer(maxiter, f"{what}: maxiter", minimum=1)
+    if precond is not None and not callable(precond):
+        raise TypeError(f"{what}: precond must be a callable applying M^-1, got {precond!r}")
+    check_string(on_nonconvergence, f"{what}: on_nonconvergence", "'warn'")
+    if on_nonconvergence not in ON_NONCONVERGENCE:
+        raise ValueError(f"{what}: on_nonconvergence must be one of {ON_NONCONVERGENCE}, "
+                         f"got {on_nonconvergence!r}")
+    check_flag(return_info, f"{what}: return_info")
+
+
 def run_solve(key: Any, operator: Callable[[Any], Callable[[jax.Array], jax.Array]],
               arrays: Any, b: jax.Array, alpha: Any, what: str, **options: Any) -> Any:
     """`regularized_solve` with K v = operator(arrays)(v), where the pytree `arrays` holds all
@@ -320,10 +352,8 @@ def run_solve(key: Any, operator: Callable[[Any], Callable[[jax.Array], jax.Arra
         >>> bool(jnp.allclose(a, jnp.array([[1.0], [1.0]]), atol=1e-5))
         True
     """
+    check_solver_options(what, b, alpha, **options)
     mode = options.get("on_nonconvergence", "warn")
-    if mode not in ON_NONCONVERGENCE:
-        raise ValueError(f"{what}: on_nonconvergence must be one of {ON_NONCONVERGENCE}, "
-                         f"got {mode!r}")
     eager = all(_is_concrete(x) for x in jax.tree.leaves((arrays, b, alpha)))
     cacheable = (eager and key is not None and options.get("precond") is None
                  and _hashable(key))

@@ -19,6 +19,7 @@ from ..autodiff import calculus
 from ..formulas import Node, Var
 from ..formulas.functions import difference_matrix
 from ..formulas.tensor_ops import kron, tensordot_permuted
+from ._checks import check_integer
 
 if TYPE_CHECKING:  # lazytensor.py imports this module
     from .lazytensor import LazyTensor
@@ -120,7 +121,7 @@ class FormulaMethods:
             >>> Vi(jnp.ones((2, 3))).elem(1).shape
             (2, 1)
         """
-        return self._op("Elem", params=(k,))
+        return self._op("Elem", params=(check_integer(k, "elem: k"),))
 
     def extract(self, start: int, length: int) -> LazyTensor:
         """Components start, ..., start + length - 1 of the vector axis (as
@@ -132,7 +133,8 @@ class FormulaMethods:
             >>> Vi(jnp.ones((2, 5))).extract(1, 3).shape
             (2, 1, 3)
         """
-        return self._op("Extract", params=(start, length))
+        return self._op("Extract", params=(check_integer(start, "extract: start"),
+                                           check_integer(length, "extract: length", minimum=1)))
 
     def atan2(self, x) -> LazyTensor:
         """The angle atan2(self, x) of the point (x, self), in [-pi, pi].
@@ -189,7 +191,7 @@ class FormulaMethods:
             >>> Vi(jnp.full((2, 1), 1.26)).round(1).shape
             (2, 1)
         """
-        return self._op("Round", params=(decimals,))
+        return self._op("Round", params=(check_integer(decimals, "round: decimals"),))
 
     def clampint(self, a: int, b: int) -> LazyTensor:
         """`clamp` with integer bounds a and b, fixed in the formula.
@@ -200,7 +202,8 @@ class FormulaMethods:
             >>> Vi(jnp.ones((2, 3))).clampint(-1, 1).shape
             (2, 1, 3)
         """
-        return self._op("ClampInt", params=(a, b))
+        return self._op("ClampInt", params=(check_integer(a, "clampint: a"),
+                                            check_integer(b, "clampint: b")))
 
     def one_hot(self, dim: int) -> LazyTensor:
         """1 at component round(x) of a vector of dimension `dim`, 0 elsewhere.
@@ -211,7 +214,7 @@ class FormulaMethods:
             >>> Vi(jnp.array([[0.0], [2.0]])).one_hot(3).shape
             (2, 1, 3)
         """
-        return self._op("OneHot", params=(dim,))
+        return self._op("OneHot", params=(check_integer(dim, "one_hot: dim", minimum=1),))
 
     def clamp(self, a, b) -> LazyTensor:
         """a where x < a, b where x > b, x in between (integer bounds use ClampInt).
@@ -338,7 +341,7 @@ class FormulaMethods:
             >>> knots.bspline(Vi(jnp.full((2, 1), 0.5)), k=2).shape
             (2, 1, 3)
         """
-        return self._op("BSpline", x, params=(k,))
+        return self._op("BSpline", x, params=(check_integer(k, "bspline: k", minimum=0),))
 
     def softdtw_sqdist(self, other, gamma) -> LazyTensor:
         """The soft-DTW discrepancy between the sequences self and other, with squared

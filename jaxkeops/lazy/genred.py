@@ -9,6 +9,7 @@ from ..autodiff import CALCULUS
 from ..formulas import Node, variables
 from ..formulas.parser import parse_aliases, parse_formula
 from ..reductions import reduction as reduction_spec
+from ._checks import check_arrays, check_integer, check_string, check_strings
 from .options import (
     accuracy_options,
     check_build_keywords,
@@ -69,12 +70,16 @@ class Genred:
         rec_multVar_highdim: Any = False,
         use_fast_math: bool = True,
     ):
-        if not isinstance(reduction_op, str):
-            raise TypeError(f"reduction_op must be a string such as 'Sum', got {reduction_op!r}")
+        check_string(formula, "formula", "'Exp(-SqDist(x, y)) * b'")
+        aliases = check_strings(aliases, "aliases", "['x = Vi(3)', 'y = Vj(3)']")
+        check_string(reduction_op, "reduction_op", "'Sum'")
+        if formula2 is not None:
+            check_string(formula2, "formula2", "'b' (the weights)")
         if reduction_op == "LogSumExpWeight" and formula2 is None:
             raise ValueError("reduction_op='LogSumExpWeight' needs formula2 (the weights)")
         spec = reduction_spec(REDUCTION_ALIASES.get(reduction_op, reduction_op))
-        if isinstance(axis, bool) or axis not in (0, 1):
+        axis = check_integer(axis, "axis", meaning="0 reduces over i, 1 over j")
+        if axis not in (0, 1):
             raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
         check_build_keywords("Genred", {"dtype": dtype, "cuda_type": cuda_type,
                                         "enable_chunks": enable_chunks,
@@ -85,9 +90,11 @@ class Genred:
         if spec.needs_k:
             if opt_arg is None:
                 raise ValueError(f"{spec.name} needs opt_arg (the number K of neighbours)")
-            if isinstance(opt_arg, bool) or not isinstance(opt_arg, int) or opt_arg < 1:
-                raise ValueError(f"opt_arg must be a positive integer K for {spec.name}, "
-                                 f"got {opt_arg!r}")
+            opt_arg = check_integer(opt_arg, "opt_arg", minimum=1,
+                                    meaning=f"the number K of neighbours of {spec.name}")
+        elif opt_arg is not None:
+            raise ValueError(f"opt_arg={opt_arg!r} has no meaning for {spec.name}: only KMin, "
+                             "ArgKMin and KMin_ArgKMin take one (the number K of neighbours)")
         self.k = opt_arg if spec.needs_k else None
         self._aliases = parse_aliases(aliases)
         formulas: list[Node] = [parse_formula(formula, self._aliases, functions=CALCULUS)]
@@ -98,6 +105,9 @@ class Genred:
             formulas.append(parse_formula(formula2, self._aliases, functions=CALCULUS))
         elif spec.n_formulas == 2 and not spec.weight_optional:
             raise ValueError(f"{spec.name} needs formula2 (the weights)")
+        if spec.scalar_formula and formulas[0].dim != 1:
+            raise ValueError(f"{spec.name} needs a scalar formula, but formula={formula!r} has "
+                             f"dimension {formulas[0].dim}")
         self.formulas = tuple(formulas)
         declared = sorted(self._aliases.items(), key=lambda kv: kv[1].index)
         used = variables(*self.formulas)
@@ -122,6 +132,7 @@ class Genred:
         if len(args) != len(self.variables):
             raise ValueError(f"this Genred takes {len(self.variables)} arrays "
                              f"({', '.join(self.names)}), got {len(args)}")
+        check_arrays(args, self.names)
         arrays = place(args, placement(backend, device_id))
         options = kernel_options(self.accuracy, arrays)
         outs = run_reduction(self.formulas, self.reduction, self.axis, self.variables, arrays,

@@ -24,6 +24,7 @@ import numpy as np
 from ..formulas import CAT_I, CAT_J, CAT_P, OPS, Const, Node, Op, Var, make, walk
 from ..formulas.optable import OpSpec
 from ._aliases import alias_docstring
+from ._checks import check_array, check_integer, check_variable_array
 from .formula_methods import FormulaMethods
 from .reduction_methods import ReductionMethods
 from .solve import solve as _solve_linear_system
@@ -113,7 +114,12 @@ class LazyTensor(FormulaMethods, ReductionMethods):
         return object.__new__(cls)
 
     def __init__(self, x: Any = None, axis: int | None = None):
+        if axis is not None:
+            axis = check_integer(axis, "axis", meaning="0 for i, 1 for j, 2 for a parameter")
         if isinstance(x, LazyTensor):
+            if axis is not None:
+                raise TypeError(f"LazyTensor(x, axis={axis}): x is already a LazyTensor (shape "
+                                f"{x.shape}); axis= gives the role of an array")
             self.formula, self._leaves = x.formula, x._leaves
             return
         if isinstance(x, tuple):
@@ -127,8 +133,7 @@ class LazyTensor(FormulaMethods, ReductionMethods):
                                  "array, or use the scalar directly in the formula")
             self.formula, self._leaves = Const(float(x)), ()
             return
-        a = x if hasattr(x, "shape") and hasattr(x, "dtype") else jnp.asarray(x)
-        self._leaves, self.formula = self._leaf_of_array(a, axis)
+        self._leaves, self.formula = self._leaf_of_array(check_array(x, "LazyTensor(x): x"), axis)
 
     def _init_symbolic(self, x: tuple, axis: Any) -> None:
         if len(x) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -145,6 +150,9 @@ class LazyTensor(FormulaMethods, ReductionMethods):
     @staticmethod
     def _leaf_of_array(a: Any, axis: int | None) -> tuple[tuple, Node]:
         shape = tuple(a.shape)
+        if shape and shape[-1] == 0:
+            raise ValueError(f"an array of shape {shape} has an empty last axis: a LazyTensor's "
+                             "last axis is its vector dimension D, which must be >= 1")
         if axis is not None:
             if isinstance(axis, bool) or axis not in (0, 1, 2):
                 raise ValueError(f"axis must be 0 (i), 1 (j) or 2 (parameter), got {axis!r}")
@@ -185,8 +193,12 @@ class LazyTensor(FormulaMethods, ReductionMethods):
         out.formula, out._leaves = formula, leaves
         return out
 
-    def _wrap(self, x: Any) -> LazyTensor:
-        return x if isinstance(x, LazyTensor) else LazyTensor(x)
+    def _wrap(self, x: Any, what: str = "the other operand") -> LazyTensor:
+        if isinstance(x, LazyTensor):
+            return x
+        if not isinstance(x, (int, float, complex, np.number)):
+            check_array(x, what)  # so that the error names the operand, not LazyTensor(x)
+        return LazyTensor(x)
 
     @staticmethod
     def _merge(*tensors: LazyTensor) -> tuple[list[Node], tuple]:
@@ -208,12 +220,19 @@ class LazyTensor(FormulaMethods, ReductionMethods):
         return formulas, tuple(leaves)
 
     def _op(self, name: str, *others: Any, params: Sequence = ()) -> LazyTensor:
-        tensors = [self, *(self._wrap(o) for o in others)]
+        tensors = [self, *(self._wrap(o, f"{name}: the other operand") for o in others)]
         complex_operand = next((t for t in tensors if t.is_complex), None)
         if complex_operand is not None and not self.is_complex:
             return complex_operand._op_with_real(name, tensors, params)
         formulas, leaves = self._merge(*tensors)
-        return self._make(make(name, *formulas, params=params), leaves)
+        try:
+            formula = make(name, *formulas, params=params)
+        except ValueError as err:
+            if type(err) is not ValueError:
+                raise
+            shapes = ", ".join(str(t.shape) for t in tensors)
+            raise ValueError(f"{err} (LazyTensor shapes {shapes})") from err
+        return self._make(formula, leaves)
 
     def _binary_formula(self, other: Any, build) -> LazyTensor:
         """A LazyTensor whose formula `build(self.formula, other.formula)` makes."""
@@ -439,8 +458,11 @@ class LazyTensor(FormulaMethods, ReductionMethods):
         if isinstance(key, slice) and key.step in (None, 1):
             start, stop, _ = key.indices(self.ndim)
             return self._op("Extract", params=(start, stop - start))
-        raise IndexError(f"LazyTensor indexing takes an int or a slice of the last axis, not "
-                         f"{key!r}")
+        if isinstance(key, slice):
+            raise IndexError(f"LazyTensor indexing takes a slice of the last axis without a step, "
+                             f"not {key!r}")
+        raise TypeError(f"LazyTensor indexing takes an int or a slice of the last axis, not "
+                        f"{key!r} ({type(key).__name__})")
 
     # ----------------------------------------------------------------------------------------
     # Linear-operator views.
@@ -608,7 +630,8 @@ def Vi(x: Any) -> LazyTensor:
         >>> Vi(jnp.ones((10, 3))).shape
         (10, 1, 3)
     """
-    return LazyTensor(x, axis=CAT_I)
+    a = check_variable_array(x, "Vi(x)", "an i-variable", 1, "(*batch, M, D) or (M,)")
+    return LazyTensor(a, axis=CAT_I)
 
 
 def Vj(x: Any) -> LazyTensor:
@@ -620,7 +643,8 @@ def Vj(x: Any) -> LazyTensor:
         >>> Vj(jnp.ones(7)).shape
         (1, 7)
     """
-    return LazyTensor(x, axis=CAT_J)
+    a = check_variable_array(x, "Vj(x)", "a j-variable", 1, "(*batch, N, D) or (N,)")
+    return LazyTensor(a, axis=CAT_J)
 
 
 def Pm(x: Any) -> LazyTensor:
@@ -632,5 +656,5 @@ def Pm(x: Any) -> LazyTensor:
         >>> Pm(jnp.ones(3)).shape
         (1, 1, 3)
     """
-    a = x if hasattr(x, "shape") and hasattr(x, "dtype") else jnp.asarray(x)
+    a = check_variable_array(x, "Pm(x)", "a parameter", 0, "() or (*batch, D)")
     return LazyTensor(a.reshape(1) if a.ndim == 0 else a, axis=CAT_P)

@@ -172,7 +172,10 @@ def _platform_devices(platform: str) -> list:
 def placement(backend: Any = "auto", device_id: Any = -1) -> Placement:
     """The device asked for by pykeops's `backend` and `device_id`, or an error saying why it
     cannot be used."""
-    if not isinstance(backend, str) or backend not in BACKENDS:
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, one of {', '.join(map(repr, BACKENDS))}; "
+                        f"got {backend!r}")
+    if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
     if isinstance(device_id, bool) or not isinstance(device_id, (int, np.integer)):
         raise TypeError(f"device_id must be an integer, got {device_id!r}")

@@ -17,8 +17,9 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ..formulas import CAT_J, Node, Var
+from ..formulas import CAT_I, CAT_J, Node, Var
 from ._aliases import alias, documented_alias
+from ._checks import check_array, check_arrays, check_flag, check_integer
 from .options import (
     BUILD_KEYWORDS,
     CALL_KEYWORDS,
@@ -37,11 +38,9 @@ I_AXIS, J_AXIS, VECTOR_AXIS = 0, 1, -1
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"K must be a positive integer (the number of neighbours), got {k!r}")
-    if k < 1:
-        raise ValueError(f"K must be >= 1, got K={k}")
-    return int(k)
+    return check_integer(k, "K", minimum=1)
 
 
 def _vector_default(axis: Any, dim: Any) -> Any:
@@ -100,13 +99,20 @@ class LazyReduction:
                              f"symbolic variables (indices {[i for i, _ in self._symbolic]}), "
                              f"got {len(arrays)}")
         values = [a for a, _ in self._leaves]
-        for (_, position), array in zip(self._symbolic, arrays):
+        for (index, position), array in zip(self._symbolic, arrays):
+            declared, cat = self._leaves[position]
+            shape = tuple(np.shape(array))
+            if shape and shape[-1] != declared.dim:
+                raise ValueError(f"the array of symbolic variable #{index} ({'ijp'[cat]}-variable "
+                                 f"of dim {declared.dim}) has shape {shape}: its last dimension "
+                                 f"must be {declared.dim}")
             values[position] = array
+        names = [f"{'ijp'[c]}-variable #{i} {tuple(np.shape(a))}"
+                 for i, (a, (_, c)) in enumerate(zip(values, self._leaves))]
+        check_arrays(values, names)
         values = place(values, where)
         variables = [Var(i, int(np.shape(a)[-1]) if np.ndim(a) else 1, c)
                      for i, (a, (_, c)) in enumerate(zip(values, self._leaves))]
-        names = [f"{'ijp'[c]}-variable #{i} {tuple(np.shape(a))}"
-                 for i, (a, (_, c)) in enumerate(zip(values, self._leaves))]
         options = kernel_options(self._accuracy, values)
         outs = run_reduction(self.formulas, self.reduction, self.axis, variables, values, names,
                              k=self.k, **options)
@@ -122,26 +128,59 @@ class ReductionMethods:
 
     def _reduction_axis(self, axis: Any, dim: Any, allow_vector: bool) -> int:
         """I_AXIS, J_AXIS or VECTOR_AXIS for pykeops's `axis` (or its alias `dim`)."""
-        if axis is None:
-            axis = dim
-        elif dim is not None and dim != axis:
-            raise ValueError(f"axis={axis!r} and dim={dim!r} disagree: give only one of them")
         nb = self.nbatchdims
         valid = f"{nb} or -3 (over i), {nb + 1} or -2 (over j)"
         if allow_vector:
             valid += f", -1 or {nb + 2} (the vector axis)"
+        for keyword, value in (("axis", axis), ("dim", dim)):
+            if value is not None and (isinstance(value, (bool, np.bool_))
+                                      or not isinstance(value, (int, np.integer))):
+                raise TypeError(f"{keyword} must be an integer ({valid}), got {value!r} "
+                                f"({type(value).__name__})")
+        keyword = "axis"
+        if axis is None:
+            axis, keyword = dim, "dim"
+        elif dim is not None and dim != axis:
+            raise ValueError(f"axis={axis!r} and dim={dim!r} disagree: give only one of them")
         if axis is None:
             raise ValueError(f"give the axis to reduce: {valid}; shape {self._shape}")
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-            raise TypeError(f"axis must be an integer ({valid}), got {axis!r}")
         if axis in (nb, -3):
             return I_AXIS
         if axis in (nb + 1, -2):
             return J_AXIS
         if allow_vector and axis in (nb + 2, -1):
             return VECTOR_AXIS
-        raise ValueError(f"cannot reduce axis {axis} of a LazyTensor of shape {self._shape} "
-                         f"({nb} batch dims): use {valid}")
+        raise ValueError(f"cannot reduce axis {axis} ({keyword}={axis}) of a LazyTensor of shape "
+                         f"{self._shape} ({nb} batch dims): use {valid}")
+
+    def _weight(self, weight: Any, axis: int, reduction: str):
+        """`weight` as a LazyTensor whose rows and batch dims agree with self's, or an error
+        naming it and both shapes (before the formulas are merged, whose errors cannot name it).
+        An array takes pykeops's shapes: (..., 1, N, E) for j, (..., M, 1, E) for i, (E,)."""
+        if not isinstance(weight, ReductionMethods):  # not a LazyTensor
+            array = check_array(weight, f"{reduction}: weight")
+            try:
+                weight = self._wrap(weight)
+            except ValueError:
+                over = "j" if axis == J_AXIS else "i"
+                wrapper = "Vj" if axis == J_AXIS else "Vi"
+                raise ValueError(
+                    f"{reduction}: cannot tell the role of weight, an array of shape "
+                    f"{tuple(array.shape)}: pass {wrapper}(weight) for weights of the reduced "
+                    f"{over}-variables (the LazyTensor has shape {self._shape})") from None
+        for cat, letter in ((CAT_I, "M"), (CAT_J, "N")):
+            mine, theirs = self._rows(cat), weight._rows(cat)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(f"{reduction}: weight has {letter}={theirs} (shape "
+                                 f"{weight._shape}) but the LazyTensor has {letter}={mine} "
+                                 f"(shape {self._shape})")
+        try:
+            np.broadcast_shapes(self.batch_shape, weight.batch_shape)
+        except ValueError:
+            raise ValueError(f"{reduction}: the batch dims {weight.batch_shape} of weight (shape "
+                             f"{weight._shape}) do not broadcast against the LazyTensor's "
+                             f"{self.batch_shape} (shape {self._shape})") from None
+        return weight
 
     def _reduce(self, reduction: str, axis: int, options: dict[str, Any],
                 extra: Sequence[Any] = (), k: int | None = None):
@@ -149,7 +188,7 @@ class ReductionMethods:
         if not self.is_complex and any(self._wrap(e).is_complex for e in extra):
             return self._complex().reduce_with_complex_weights(self, reduction, axis, options,
                                                                extra, k)
-        call = options.pop("call", True)
+        call = check_flag(options.pop("call", True), "call")
         formulas, leaves = self._merge(self, *(self._wrap(e) for e in extra))
         pending = LazyReduction(formulas, reduction, axis, leaves, k, options)
         if call and not pending._symbolic:
@@ -158,7 +197,8 @@ class ReductionMethods:
 
     def _vector_or_reduce(self, reduction: str, vector_op: str | None, axis, dim,
                           options: dict[str, Any]):
-        options.pop("keepdim", None)  # the vector axis is always kept, as in pykeops
+        # The vector axis is always kept, as in pykeops: keepdim is accepted and only checked.
+        check_flag(options.pop("keepdim", True), "keepdim")
         a = self._reduction_axis(axis, dim, allow_vector=vector_op is not None)
         if a == VECTOR_AXIS:
             _check_keywords(vector_op, options)  # accepted and meaningless here, as in pykeops
@@ -334,7 +374,8 @@ class ReductionMethods:
     def logsumexp(self, axis: int | None = None, dim: int | None = None, weight: Any = None,
                   return_sign: bool = False, **kwargs):
         """log sum exp(F) over i or j, stable for any magnitude; with `weight` w (a LazyTensor
-        or an array of the reduced variables), log sum exp(F) w. With `return_sign=True`,
+        such as Vj(w), or an array in pykeops's shapes: (..., 1, N, E) for a j-variable),
+        log sum exp(F) w. With `return_sign=True`,
         (log |sum exp(F) w|, its sign), as jax.nn.logsumexp: weights may then be negative.
 
         Example:
@@ -347,8 +388,8 @@ class ReductionMethods:
              [9.007]]
         """
         a = self._reduction_axis(axis, dim, False)
-        extra = () if weight is None else (self._wrap(weight),)
-        if return_sign:
+        extra = () if weight is None else (self._weight(weight, a, "logsumexp"),)
+        if check_flag(return_sign, "return_sign"):
             if extra == ():
                 extra = (self._wrap(1.0),)
             return self._reduce("LogSumExpSigned", a, kwargs, extra)
@@ -367,8 +408,12 @@ class ReductionMethods:
             [[2.993]
              [2.993]]
         """
-        return self._reduce("SumSoftMaxWeight", self._reduction_axis(axis, dim, False), kwargs,
-                            (self._wrap(weight),))
+        a = self._reduction_axis(axis, dim, False)
+        if weight is None:
+            raise TypeError("sumsoftmaxweight needs weight, the LazyTensor (e.g. Vj(v)) whose "
+                            "soft-max weighted sum it computes")
+        return self._reduce("SumSoftMaxWeight", a, kwargs,
+                            (self._weight(weight, a, "sumsoftmaxweight"),))
 
     # pykeops's long names and aliases.
     @documented_alias("min", "pykeops's long name; over i or j only, never the vector "
@@ -451,7 +496,10 @@ class ReductionMethods:
         if self.ndim != 1:
             raise ValueError(f"K @ v needs a scalar LazyTensor K (trailing dimension 1); this one "
                              f"has shape {self.shape}")
-        v = jnp.asarray(v)
+        v = jnp.asarray(check_array(v, "K @ v: v"))
+        if not jnp.issubdtype(v.dtype, jnp.inexact):
+            raise TypeError(f"K @ v: v has dtype {v.dtype} (shape {v.shape}); K @ v takes a "
+                            "float array (cast it with .astype)")
         if v.ndim == 0:
             raise ValueError("K @ v needs an array v of shape (N,) or (..., N, E), got a scalar")
         vector = v.ndim == 1 or (v.ndim == self.nbatchdims + 1 and self.nbatchdims > 0)

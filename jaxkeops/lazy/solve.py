@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from ..formulas import CAT_I, CAT_J, CAT_P, Var
 from ..formulas.parser import parse_aliases
+from ._checks import check_array, check_flag, check_integer, check_real, check_string
 from .conjugate_gradient import CGInfo, ConvergenceError, ConvergenceWarning, run_solve
 from .genred import Genred
 
@@ -154,11 +155,15 @@ def solve(K: LazyTensor, b: Any, var: LazyTensor | None = None, alpha: Any = 1e-
     """
     if not _is_lazy(K):
         raise TypeError(f"solve: K must be a LazyTensor, got {type(K).__name__}")
-    if not call:
+    if not check_flag(call, "solve: call"):
         return functools.partial(solve, K, b, var=var, alpha=alpha, call=True, **options)
     solver_options, reduction_options = _split_options(options, "solve")
+    if var is not None and not _is_lazy(var):
+        raise TypeError(f"solve: var must be a LazyTensor variable of K (such as the Vj(a) K "
+                        f"was built with), got {type(var).__name__}")
+    check_real(alpha, "solve: alpha")
     lazy_class = type(K)
-    b_lazy = b if _is_lazy(b) else lazy_class(b, axis=CAT_I)
+    b_lazy = b if _is_lazy(b) else lazy_class(check_array(b, "solve: b"), axis=CAT_I)
     b_array, b_cat = _plain_variable(b_lazy, "solve: b")
     if not _has_values(b_array):
         raise ValueError("solve: b is a symbolic variable; pass its array (pykeops's deferred "
@@ -271,9 +276,11 @@ class KernelSolve:
         rec_multVar_highdim: Any = None,
         use_fast_math: bool = True,
     ) -> None:
+        axis = check_integer(axis, "KernelSolve: axis", meaning="0 reduces over i, 1 over j")
         if axis not in (0, 1):
             raise ValueError(f"KernelSolve: axis must be 0 (reduce over i) or 1 (reduce over "
                              f"j), got {axis!r}")
+        check_string(varinvalias, "KernelSolve: varinvalias", "'a' (an alias name)")
         aliases = list(aliases)
         declared = parse_aliases(aliases)
         match = _VAR_TEXT.match(varinvalias) if isinstance(varinvalias, str) else None
@@ -322,7 +329,8 @@ class KernelSolve:
         call_options = {k: v for k, v in
                         dict(backend=backend, device_id=device_id, ranges=ranges).items()
                         if not _is_default(v, _REDUCTION_CALL_DEFAULTS[k])}
-        b = jnp.asarray(args[self.varinvpos])
+        b = jnp.asarray(check_array(args[self.varinvpos],
+                                    f"{what}: b (argument {self.varinvalias!r})"))
         if b.ndim < 2:
             raise ValueError(f"{what}: b (argument {self.varinvalias!r}) must have shape "
                              f"(*batch, rows, dim), got {tuple(b.shape)}")
