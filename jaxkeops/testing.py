@@ -50,8 +50,9 @@ def dense_reduce(spec: KernelSpec, arrays: Sequence, names: Sequence[str] | None
             env[var] = a[..., None, :, :]
         else:
             env[var] = a[..., None, None, :]
-    n_i = max(layout.n_i, 1)
-    n_j = max(layout.n_j, 1)
+    # An axis without variables has one row; an axis of variables with 0 rows stays empty.
+    n_i = layout.n_i if layout.n_i >= 0 else 1
+    n_j = layout.n_j if layout.n_j >= 0 else 1
     full = layout.batch + (n_i, n_j)
     vals = []
     compute = spec.dtype  # float32 for half-precision storage, as in the kernels

@@ -80,12 +80,13 @@ def make_spec(formulas: Sequence, reduction: str, axis: int, variables: Sequence
 
 
 def run_both(formulas: Sequence, reduction: str, axis: int, variables: Sequence,
-             arrays: Sequence, k: int | None = None, sum_scheme: str = "block"):
+             arrays: Sequence, k: int | None = None, sum_scheme: str = "block",
+             pad: bool = False):
     """(jaxkeops outputs, dense reference outputs) of one reduction, as tuples of arrays."""
     dtype = np.asarray(arrays[0]).dtype.name
     names = [repr(v) for v in variables]
     got = run_reduction(tuple(formulas), reduction, axis, tuple(variables), list(arrays), names,
-                        k=k, sum_scheme=sum_scheme)
+                        k=k, sum_scheme=sum_scheme, pad=pad)
     spec = make_spec(formulas, reduction, axis, variables, dtype, k=k, sum_scheme=sum_scheme)
     ref = dense_reference(spec)(*arrays)
     assert len(got) == len(ref)

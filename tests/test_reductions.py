@@ -90,7 +90,8 @@ def test_reduction(name, axis, dtype, rng):
     reduction, formulas, variables, k = case(name, axis)
     for n_out, n_red in SIZES:
         arrays = arrays_for(variables, axis, n_out, n_red, dtype, rng)
-        got, ref = run_both(formulas, reduction, axis, variables, arrays, k=k)
+        padded = k is not None and n_red < k  # fewer rows than K: padding asked for
+        got, ref = run_both(formulas, reduction, axis, variables, arrays, k=k, pad=padded)
         assert all(g.shape[0] == n_out for g in got)
         check_outputs(name, got, ref, dtype, k)
 
@@ -106,7 +107,9 @@ def test_cases_cover_every_reduction():
 def test_kmin_k_larger_than_reduced_axis_pads(axis, rng):
     variables = [X, Y]
     arrays = arrays_for(variables, axis, 11, 3, "float64", rng)
-    (values, idx), ref = run_both([F3], "KMin_ArgKMin", axis, variables, arrays, k=K)
+    with pytest.raises(ValueError, match=f"K={K} .* only [MN]=3 rows"):
+        run_both([F3], "KMin_ArgKMin", axis, variables, arrays, k=K)
+    (values, idx), ref = run_both([F3], "KMin_ArgKMin", axis, variables, arrays, k=K, pad=True)
     check_outputs("KMin_ArgKMin", (values, idx), ref, "float64", K)
     values, idx = np.asarray(values), np.asarray(idx)
     assert values.shape == (11, K, 3)

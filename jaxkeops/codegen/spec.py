@@ -18,6 +18,7 @@ from ..reductions import (
     SUM_SCHEMES,
     Output,
     ReductionSpec,
+    check_k_rows,
     sum_type_reductions,
 )
 
@@ -108,6 +109,11 @@ class KernelSpec:
             raise ValueError(f"accumulator={acc!r} is narrower than the float64 data: float64 "
                              f"data accumulate in float64")
         return None if acc == self.dtype else acc
+
+    def check_reduced_rows(self, n_red: int, pad: bool = False) -> None:
+        """Raises a ValueError naming K and the reduced axis' size if a K-reduction asks for
+        more than its n_red reduced rows, unless `pad` (see reductions.check_k_rows)."""
+        check_k_rows(self.reduction, self.k, n_red, self.axis, pad)
 
     @property
     def reduction_spec(self) -> ReductionSpec:

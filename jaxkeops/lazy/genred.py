@@ -9,7 +9,7 @@ from ..autodiff import CALCULUS
 from ..formulas import Node, variables
 from ..formulas.parser import parse_aliases, parse_formula
 from ..reductions import reduction as reduction_spec
-from ._checks import check_arrays, check_integer, check_string, check_strings
+from ._checks import check_arrays, check_flag, check_integer, check_string, check_strings
 from .options import (
     accuracy_options,
     check_build_keywords,
@@ -45,7 +45,8 @@ class Genred:
     Arguments are passed in the order of `aliases` (or of the variables' indices):
     i-variables as (*batch, M, dim), j-variables as (*batch, N, dim), parameters as
     (*batch, dim). `axis=1` reduces over j (one output row per i), `axis=0` over i. `opt_arg` is
-    the K of KMin/ArgKMin/KMin_ArgKMin; `formula2` the weight of SumSoftMaxWeight (or of a
+    the K of KMin/ArgKMin/KMin_ArgKMin (at most the reduced axis' size, unless `pad=True`: the
+    entries past it are then +inf with index -1); `formula2` the weight of SumSoftMaxWeight (or of a
     weighted LogSumExp). The accuracy keywords (`sum_scheme`, `dtype_acc`, `use_double_acc`)
     and the call keywords (`backend`, `device_id`) have pykeops's meanings; `enable_chunks`,
     `use_fast_math` and `rec_multVar_highdim` are accepted performance hints that change
@@ -69,6 +70,7 @@ class Genred:
         enable_chunks: bool = True,
         rec_multVar_highdim: Any = False,
         use_fast_math: bool = True,
+        pad: bool = False,
     ):
         check_string(formula, "formula", "'Exp(-SqDist(x, y)) * b'")
         aliases = check_strings(aliases, "aliases", "['x = Vi(3)', 'y = Vj(3)']")
@@ -96,6 +98,7 @@ class Genred:
             raise ValueError(f"opt_arg={opt_arg!r} has no meaning for {spec.name}: only KMin, "
                              "ArgKMin and KMin_ArgKMin take one (the number K of neighbours)")
         self.k = opt_arg if spec.needs_k else None
+        self.pad = check_flag(pad, "pad")
         self._aliases = parse_aliases(aliases)
         formulas: list[Node] = [parse_formula(formula, self._aliases, functions=CALCULUS)]
         if formula2 is not None:
@@ -136,7 +139,7 @@ class Genred:
         arrays = place(args, placement(backend, device_id))
         options = kernel_options(self.accuracy, arrays)
         outs = run_reduction(self.formulas, self.reduction, self.axis, self.variables, arrays,
-                             self.names, k=self.k, **options)
+                             self.names, k=self.k, pad=self.pad, **options)
         return outs[0] if len(outs) == 1 else outs
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ def run_reduction(
     k: int | None = None,
     sum_scheme: str = DEFAULT_SUM_SCHEME,
     accumulator: str | None = None,
+    pad: bool = False,
 ) -> tuple:
     """Reduces `formulas` over i (axis=0) or j (axis=1); one array per output of the reduction.
 
@@ -32,6 +33,8 @@ def run_reduction(
     `sum_scheme` ("direct", "block", "kahan", or KeOps' "auto", "direct_sum", "block_sum",
     "kahan_scheme") and `accumulator` (None/"auto", "float32" or "float64") say how sum-type
     reductions add their terms; other reductions take only the defaults (see KernelSpec).
+    K-reductions need K <= the reduced axis' size (a ValueError naming both, at trace time),
+    unless `pad`: the entries past the last row are then +inf with index -1.
     """
     layout = check_call(variables, arrays, names)
     half = layout.dtype in HALF_DTYPES
@@ -41,9 +44,12 @@ def run_reduction(
         sum_scheme=sum_scheme, args=tuple(variables),
         storage_dtype=layout.dtype if half else None, accumulator=accumulator,
     )
-    # An axis without variables has one row: the formula is constant along it.
-    n_i, n_j = max(layout.n_i, 1), max(layout.n_j, 1)
+    # An axis without variables (-1) has one row: the formula is constant along it. An axis whose
+    # variables have no rows stays empty (each reduction then gives its documented value).
+    n_i = layout.n_i if layout.n_i >= 0 else 1
+    n_j = layout.n_j if layout.n_j >= 0 else 1
     n_out, n_red = (n_i, n_j) if axis == 1 else (n_j, n_i)
+    spec.check_reduced_rows(n_red, pad=pad)
     operands = kernel_operands(spec, arrays, layout.batch)
     outs = bind_reduction(spec, operands, n_out, n_red)
     return tuple(

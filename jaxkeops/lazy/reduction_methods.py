@@ -72,11 +72,12 @@ class LazyReduction:
     """
 
     def __init__(self, formulas: Sequence[Node], reduction: str, axis: int, leaves: tuple,
-                 k: int | None, options: dict[str, Any]):
+                 k: int | None, options: dict[str, Any], pad: bool = False):
         self.formulas = tuple(formulas)
         self.reduction = reduction
         self.axis = axis
         self.k = k
+        self.pad = pad
         self._leaves = leaves
         check_build_keywords(f"{reduction} reduction", options)
         self._accuracy = accuracy_options(reduction, options.get("sum_scheme", "auto"),
@@ -115,7 +116,7 @@ class LazyReduction:
                      for i, (a, (_, c)) in enumerate(zip(values, self._leaves))]
         options = kernel_options(self._accuracy, values)
         outs = run_reduction(self.formulas, self.reduction, self.axis, variables, values, names,
-                             k=self.k, **options)
+                             k=self.k, pad=self.pad, **options)
         return outs[0] if len(outs) == 1 else outs
 
     def __repr__(self) -> str:
@@ -183,14 +184,14 @@ class ReductionMethods:
         return weight
 
     def _reduce(self, reduction: str, axis: int, options: dict[str, Any],
-                extra: Sequence[Any] = (), k: int | None = None):
+                extra: Sequence[Any] = (), k: int | None = None, pad: bool = False):
         _check_keywords(reduction, options)
         if not self.is_complex and any(self._wrap(e).is_complex for e in extra):
             return self._complex().reduce_with_complex_weights(self, reduction, axis, options,
                                                                extra, k)
         call = check_flag(options.pop("call", True), "call")
         formulas, leaves = self._merge(self, *(self._wrap(e) for e in extra))
-        pending = LazyReduction(formulas, reduction, axis, leaves, k, options)
+        pending = LazyReduction(formulas, reduction, axis, leaves, k, options, pad)
         if call and not pending._symbolic:
             return pending()
         return pending
@@ -325,9 +326,12 @@ class ReductionMethods:
         """
         return self._vector_or_reduce("Max_ArgMax", None, axis, dim, kwargs)
 
-    def Kmin(self, K: int, axis: int | None = None, dim: int | None = None, **kwargs):
+    def Kmin(self, K: int, axis: int | None = None, dim: int | None = None, pad: bool = False,
+             **kwargs):
         """The K smallest values over i or j, ascending: (*batch, rows, K) for a scalar
-        formula, (*batch, rows, K, D) otherwise.
+        formula, (*batch, rows, K, D) otherwise. K may not exceed the reduced axis' size (a
+        ValueError naming both) unless `pad=True`, which fills the last entries with +inf (and
+        index -1 in argKmin / Kmin_argKmin).
 
         Example:
             >>> import jax.numpy as jnp
@@ -339,10 +343,12 @@ class ReductionMethods:
              [1. 4.]]
         """
         return self._reduce("KMin", self._reduction_axis(axis, dim, False), kwargs,
-                            k=_check_k(K))
+                            k=_check_k(K), pad=check_flag(pad, "pad"))
 
-    def argKmin(self, K: int, axis: int | None = None, dim: int | None = None, **kwargs):
-        """The indices of the K smallest values over i or j (K nearest neighbours).
+    def argKmin(self, K: int, axis: int | None = None, dim: int | None = None, pad: bool = False,
+                **kwargs):
+        """The indices of the K smallest values over i or j (K nearest neighbours); `pad` as in
+        `Kmin` (padding indices are -1).
 
         Example:
             >>> import jax.numpy as jnp
@@ -354,10 +360,11 @@ class ReductionMethods:
              [1 2]]
         """
         return self._reduce("ArgKMin", self._reduction_axis(axis, dim, False), kwargs,
-                            k=_check_k(K))
+                            k=_check_k(K), pad=check_flag(pad, "pad"))
 
-    def Kmin_argKmin(self, K: int, axis: int | None = None, dim: int | None = None, **kwargs):
-        """(the K smallest values, their indices) over i or j.
+    def Kmin_argKmin(self, K: int, axis: int | None = None, dim: int | None = None,
+                     pad: bool = False, **kwargs):
+        """(the K smallest values, their indices) over i or j; `pad` as in `Kmin`.
 
         Example:
             >>> import jax.numpy as jnp
@@ -369,7 +376,7 @@ class ReductionMethods:
             ([1.0, 4.0], [1, 2])
         """
         return self._reduce("KMin_ArgKMin", self._reduction_axis(axis, dim, False), kwargs,
-                            k=_check_k(K))
+                            k=_check_k(K), pad=check_flag(pad, "pad"))
 
     def logsumexp(self, axis: int | None = None, dim: int | None = None, weight: Any = None,
                   return_sign: bool = False, **kwargs):

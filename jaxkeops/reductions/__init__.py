@@ -12,10 +12,11 @@ from .table import (
     CppOptions,
     Output,
     ReductionSpec,
+    check_k_rows,
     reduction,
     sum_type_reductions,
 )
 
 __all__ = ["DEFAULT_SUM_SCHEME", "INDEX", "REDUCTIONS", "SCHEME_ENUMS", "SUM_SCHEMES",
-           "SUM_SCHEME_ALIASES", "VALUE", "CppOptions", "Output", "ReductionSpec", "reduction",
-           "sum_type_reductions"]
+           "SUM_SCHEME_ALIASES", "VALUE", "CppOptions", "Output", "ReductionSpec", "check_k_rows",
+           "reduction", "sum_type_reductions"]

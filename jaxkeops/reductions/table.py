@@ -2,9 +2,33 @@
 dense reference.
 
 The C++ side of each reduction (init / accumulate / merge / finalize) lives in
-`cuda_src/include/jaxkeops/cpu_reductions.h`; here is what the rest of the package needs to know
-about it. Every reduction reduces an (..., M, N, d) array of formula values along `axis`
-(the reduced axis, -2 for j, -3 for i in the reference) and may return several outputs.
+`cuda_src/include/jaxkeops/cpu_reductions.h` (and `cuda_reductions.h` for CUDA); here is what
+the rest of the package needs to know about it. Every reduction reduces an (..., M, N, d) array
+of formula values along `axis` (the reduced axis, -2 for j, -3 for i in the reference) and may
+return several outputs.
+
+inf and NaN give what jax.numpy gives on the same dense values v (tests/test_ieee.py):
+
+- Sum: `jnp.sum(v)` (any sum scheme: Kahan's compensation never turns an inf into a NaN).
+- LogSumExp (weighted or not) and LogSumExpSigned: `jax.nn.logsumexp(f, b=w,
+  return_sign=...)`: +inf terms give +inf (NaN where their weights have both signs), a NaN term
+  gives NaN, all -inf terms give -inf; a term whose weight is 0 is left out, as there.
+- SumSoftMaxWeight: `sum(jax.nn.softmax(f) * w)`: NaN as soon as a term is +inf or NaN, or all
+  are -inf (0/0).
+- Min, Max, ArgMin, ArgMax and the pairs: `jnp.min` / `jnp.argmin`: a NaN wins (the first
+  one), ties go to the first index, a row of +inf (Min) gives index 0.
+- KMin, ArgKMin, KMin_ArgKMin: `lax.top_k(-v, K)`, i.e. IEEE total order: -inf first, then
+  finite values, +inf, and NaNs last (a NaN with its sign bit set, such as the NaN of inf - inf
+  on x86, ranks first, as in lax.top_k); -0.0 before +0.0; ties to the first index. +inf and
+  NaN entries are kept like any other: an index is never -1 while there are K reduced rows.
+
+On an empty reduced axis (N = 0, or M = 0 for axis=0) every reduction returns without reading
+anything: Sum 0; LogSumExp -inf; LogSumExpSigned -inf with sign 0; SumSoftMaxWeight NaN (an
+average over nothing, 0/0); Min +inf; Max -inf; ArgMin and ArgMax -1 (no such row: check
+before indexing with it, as jnp reads index -1 as the last element); Min_ArgMin (+inf, -1);
+Max_ArgMax (-inf, -1). The K-reductions need K <= N (`check_k_rows`): with K > N they raise
+a ValueError, unless the caller asks for padding, which fills the last K - N entries with
+value +inf and index -1 (so N = 0 gives only padding).
 """
 
 from __future__ import annotations
@@ -102,11 +126,18 @@ def _extremum(name, is_max, value, arg):
         v = vals[0]
         out = []
         if value:
-            best = xp.max(v, axis=axis) if is_max else xp.min(v, axis=axis)
+            # The identity (-inf for max) on an empty axis, where jnp.max has none.
+            neutral = -float("inf") if is_max else float("inf")
+            best = (xp.max(v, axis=axis, initial=neutral) if is_max
+                    else xp.min(v, axis=axis, initial=neutral))
             # A NaN wins, as in numpy (some fused XLA CPU reductions drop NaNs).
             out.append(xp.where(xp.any(xp.isnan(v), axis=axis), xp.nan, best))
         if arg:
-            out.append(xp.argmax(v, axis=axis) if is_max else xp.argmin(v, axis=axis))
+            if v.shape[axis] == 0:  # no row to point to: the sentinel -1
+                kept = [d for i, d in enumerate(v.shape) if i != axis % v.ndim]
+                out.append(xp.full(tuple(kept), -1))
+            else:
+                out.append(xp.argmax(v, axis=axis) if is_max else xp.argmin(v, axis=axis))
         return tuple(out)
 
     _register(ReductionSpec(name, 1, False, outputs, cpp, reference))
@@ -136,7 +167,7 @@ def _kmin(name, value, arg):
     def reference(xp, vals, axis, k):
         v = xp.moveaxis(vals[0], axis, -1)  # (..., rows, d, n)
         n = v.shape[-1]
-        order = xp.argsort(v, axis=-1, stable=True)[..., :k]
+        order = xp.argsort(_total_order_key(xp, v), axis=-1, stable=True)[..., :k]
         best = xp.take_along_axis(v, order, axis=-1)
         if n < k:  # pad as the kernel does
             pad = [(0, 0)] * (best.ndim - 1) + [(0, k - n)]
@@ -154,6 +185,14 @@ def _kmin(name, value, arg):
         return tuple(out)
 
     _register(ReductionSpec(name, 1, True, outputs, cpp, reference))
+
+
+def _total_order_key(xp, v):
+    """Integers ordered as the IEEE total order of v (that of lax.top_k): -NaN < -inf < -0 <
+    +0 < +inf < +NaN; the C++ side is jk::total_order_key (ieee.h)."""
+    bits = v.view(xp.int32 if v.dtype.itemsize == 4 else xp.int64)
+    flip = xp.iinfo(bits.dtype).max
+    return xp.where(bits < 0, bits ^ flip, bits)
 
 
 _kmin("KMin", True, False)
@@ -178,9 +217,12 @@ def _weight_dim(dims) -> int:
 
 
 def _shifted_sum(xp, vals, axis):
-    """(sum exp(f - m) w, m) along axis, with m the finite part of the maximum of f."""
+    """(sum exp(f - m) w, m) along axis, with m the finite part of the maximum of f, as
+    jax.nn.logsumexp computes it: terms with a zero weight are left out."""
     f = vals[0]
-    m = xp.max(f, axis=axis, keepdims=True)
+    if len(vals) > 1:
+        f = xp.where(vals[1] != 0, f, -float("inf"))
+    m = xp.max(f, axis=axis, keepdims=True, initial=-float("inf"))
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     e = xp.exp(f - m)
     if len(vals) > 1:
@@ -218,8 +260,9 @@ _register(ReductionSpec("LogSumExpSigned", 2, False, _lse_signed_outputs,
 
 
 def _ssw_ref(xp, vals, axis, k=None):
+    """sum(jax.nn.softmax(f) * w) along axis; NaN (0/0) on an empty axis."""
     f, w = vals
-    m = xp.max(f, axis=axis, keepdims=True)
+    m = xp.max(f, axis=axis, keepdims=True, initial=-float("inf"))
     e = xp.exp(f - m)
     return (xp.sum(e * w, axis=axis) / xp.sum(e, axis=axis),)
 
@@ -228,6 +271,20 @@ _register(ReductionSpec("SumSoftMaxWeight", 2, False,
                         lambda dims, k: (Output(VALUE, dims[1], (dims[1],)),),
                         _lse_family_cpp("SOFTMAX_OUT"), _ssw_ref, scalar_formula=True,
                         sum_type=True))
+
+
+def check_k_rows(name: str, k: int | None, n_red: int, axis: int, pad: bool = False) -> None:
+    """Raises a ValueError naming K and the reduced axis' size where reduction `name` asks for
+    more neighbours than there are reduced rows, unless `pad`: then the missing entries are
+    padding (value +inf, index -1). Shapes are static, so this runs at trace time."""
+    if not reduction(name).needs_k or pad or k is None or k <= n_red:
+        return
+    size = "N" if axis == 1 else "M"
+    raise ValueError(
+        f"{name} with K={k} reduces over {'j' if axis == 1 else 'i'}, which has only "
+        f"{size}={n_red} rows: K must be <= {size}. Lower K, or ask for padding (pad=True), "
+        f"which fills the last K - {size} = {k - n_red} entries with value +inf and index -1"
+    )
 
 
 def sum_type_reductions() -> tuple[str, ...]:

@@ -14,9 +14,16 @@
 //
 // Lanes and tiles both take reduced indices in increasing order, so ties resolve to the first
 // index, as jnp.argmin and lax.top_k do.
+//
+// inf and NaN follow jax.numpy on the same data (tests/test_ieee.py): Sum and the log-sum-exp
+// family give what jnp.sum / jax.nn.logsumexp / jax.nn.softmax give, Min/Max/ArgMin/ArgMax what
+// jnp.min/jnp.argmin give (a NaN wins), KMin/ArgKMin what lax.top_k(-v, K) gives (IEEE total
+// order, ieee.h). On an empty reduced axis (no finish without a start_row): Sum 0, LogSumExp
+// -inf (sign 0), SumSoftMaxWeight NaN (0/0), Min +inf, Max -inf, every index -1.
 #ifndef JAXKEOPS_CPU_REDUCTIONS_H
 #define JAXKEOPS_CPU_REDUCTIONS_H
 
+#include "jaxkeops/ieee.h"
 #include "jaxkeops/kernel_abi.h"
 #include "jaxkeops/math.h"
 #include "jaxkeops/summation.h"
@@ -111,8 +118,12 @@ template <class V, int DIM, int SCHEME, class T = scalar_t<V>> struct SumReducti
       A xs[N];
       W::split(x, xs);
       for (int h = 0; h < N; ++h) {
-        if constexpr (SCHEME == KAHAN_SUM) kahan_add(s.lanes[k][h], s.comp[k][h], xs[h]);
-        else s.lanes[k][h] = s.lanes[k][h] + xs[h];
+        if constexpr (SCHEME == KAHAN_SUM) {
+          kahan_add(s.lanes[k][h], s.comp[k][h], xs[h]);
+          drop_compensation_if_infinite(s.lanes[k][h], s.comp[k][h]);
+        } else {
+          s.lanes[k][h] = s.lanes[k][h] + xs[h];
+        }
       }
     }
   }
@@ -136,9 +147,11 @@ template <class V, int DIM, int SCHEME, class T = scalar_t<V>> struct SumReducti
         out[k] = (S)sum;
       } else {
         T sum = 0, comp = 0;
-        for (int l = 0; l < L; ++l)
+        for (int l = 0; l < L; ++l) {
           merge_compensated<T>(sum, comp, widened_lane<W>(s.lanes[k], l),
                                widened_lane<W>(s.comp[k], l));
+          drop_compensation_if_infinite(sum, comp);
+        }
         out[k] = (S)(sum - comp);
       }
     }
@@ -146,7 +159,9 @@ template <class V, int DIM, int SCHEME, class T = scalar_t<V>> struct SumReducti
 };
 
 // Min or Max (MAX) per component, optionally with the index of the extremum (ARG), and
-// optionally with the value (VALUE). A NaN wins, as in jnp.min and jnp.argmin.
+// optionally with the value (VALUE). A NaN wins, as in jnp.min and jnp.argmin; a row of +inf
+// (Min) or -inf (Max) only gives its first index. An empty row gives +inf (Min) or -inf (Max)
+// and index -1.
 template <class V, int DIM, bool MAX, bool VALUE, bool ARG, class I> struct ExtremumReduction {
   using S = scalar_t<V>;
   using J = index_t<V>;
@@ -160,7 +175,7 @@ template <class V, int DIM, bool MAX, bool VALUE, bool ARG, class I> struct Extr
     return (MAX ? x > best : x < best) || (x != x && best == best);
   }
   JK_FN static void start_row(State& s) {
-    for (int k = 0; k < DIM; ++k) s.row_best[k] = MAX ? -INFINITY : INFINITY, s.row_arg[k] = 0;
+    for (int k = 0; k < DIM; ++k) s.row_best[k] = MAX ? -INFINITY : INFINITY, s.row_arg[k] = -1;
   }
   JK_FN static void start_tile(State& s) {
     for (int k = 0; k < DIM; ++k) {
@@ -193,6 +208,9 @@ template <class V, int DIM, bool MAX, bool VALUE, bool ARG, class I> struct Extr
           s.row_arg[k] = j0 + a;
         }
       }
+      // No lane took anything so far: every value seen equals the starting +inf (-inf for
+      // Max), and the first of them is this tile's first row (a tile is never empty).
+      if (ARG && s.row_arg[k] < 0) s.row_arg[k] = j0;
     }
   }
   JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
@@ -208,27 +226,36 @@ template <class V, int DIM, bool MAX, bool VALUE, bool ARG, class I> struct Extr
   }
 };
 
-// The K smallest values per component, ascending, and/or their indices. Candidates are
-// rejected L at a time against the current K-th value; the few that pass are inserted one by
-// one into a sorted list. Rows with fewer than K reduced rows pad with +inf and index -1.
+// The K smallest values per component, ascending, and/or their indices, ranked as
+// lax.top_k(-v, K) ranks them: in IEEE total order (total_order_key: -inf first, +inf and NaN
+// kept, a NaN last unless its sign bit is set), ties to the first index. Candidates are rejected
+// L at a time against the current K-th value; the few that pass are inserted one by one into a
+// sorted list. Rows with fewer than K reduced rows pad with +inf and index -1.
 template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinReduction {
   using S = scalar_t<V>;
   using J = index_t<V>;
   struct State {
     S val[DIM][K];
-    int64_t arg[DIM][K];
-    V worst[DIM];  // val[k][K - 1] in every lane: the bar a candidate must pass
+    int64_t arg[DIM][K];  // -1: an empty slot (+inf in val); empty slots come last
+    // val[k][K - 1] in every lane, or NaN while that slot is empty: a lane x can only enter if
+    // !(bar < x) (a NaN bar lets every lane through to the exact test).
+    V bar[DIM];
   };
   JK_FN static void start_row(State& s) {
     for (int k = 0; k < DIM; ++k) {
       for (int q = 0; q < K; ++q) s.val[k][q] = INFINITY, s.arg[k][q] = -1;
-      s.worst[k] = cst<V>(INFINITY);
+      s.bar[k] = cst<V>(NAN);
     }
   }
   JK_FN static void start_tile(State&) {}
+  // Whether x, from a later row, ranks before slot q.
+  JK_FN static bool before(const State& s, int k, int q, S x) {
+    return s.arg[k][q] < 0 || total_order_key(x) < total_order_key(s.val[k][q]);
+  }
   JK_FN static void insert(State& s, int k, S x, int64_t a) {
+    if (!before(s, k, K - 1, x)) return;
     int q = K - 1;
-    while (q > 0 && x < s.val[k][q - 1]) {
+    while (q > 0 && before(s, k, q - 1, x)) {
       s.val[k][q] = s.val[k][q - 1];
       s.arg[k][q] = s.arg[k][q - 1];
       --q;
@@ -239,18 +266,16 @@ template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinRed
   template <bool MASKED, class M>
   JK_FN static void accumulate(State& s, const V* f, int base, M valid, int64_t j0) {
     for (int k = 0; k < DIM; ++k) {
-      if constexpr (MASKED) {
-        if (!any((f[k] < s.worst[k]) & valid)) continue;
-      } else {
-        if (!any_lt(f[k], s.worst[k])) continue;
-      }
+      // Total order puts x after the K-th value wherever x > bar in IEEE order (never with a
+      // NaN): such vectors need no look at their lanes. The tail's lanes are all looked at.
+      if constexpr (!MASKED)
+        if (all_lt(s.bar[k], f[k])) continue;
       for (int l = 0; l < traits<V>::lanes; ++l) {
-        S x = lane(f[k], l);
-        bool ok = x < s.val[k][K - 1];
-        if constexpr (MASKED) ok = ok && lane_index(valid, l) != 0;
-        if (ok) insert(s, k, x, j0 + base + l);
+        if constexpr (MASKED)
+          if (lane_index(valid, l) == 0) continue;
+        insert(s, k, lane(f[k], l), j0 + base + l);
       }
-      s.worst[k] = cst<V>(s.val[k][K - 1]);
+      s.bar[k] = cst<V>(s.arg[k][K - 1] < 0 ? (S)NAN : s.val[k][K - 1]);
     }
   }
   JK_FN static void end_tile(State&, int64_t) {}
@@ -283,9 +308,14 @@ enum LseOutput { LSE_OUT = 0, SOFTMAX_OUT = 1, SIGNED_LSE_OUT = 2 };
 // common case costs one exp per term. The sums are in scalars T (the terms are widened to it
 // first, see Widen), added up with SCHEME: per tile, then into the row's sums (BLOCK_SUM),
 // straight into the row's sums (DIRECT_SUM), or with compensation (KAHAN_SUM).
-// All -inf terms give -inf (LSE) or NaN (softmax, 0/0), never a NaN from (-inf) - (-inf); a
-// +inf term counts as +inf (times its weight), not as the NaN of (+inf) - (+inf): +inf terms
-// give +inf, or NaN where their weights have both signs, as in jax.nn.logsumexp.
+//
+// inf and NaN, as jax.nn.logsumexp and jax.nn.softmax on the same values: m is the largest term
+// below +inf (-inf while there is none), so it is never inf or NaN. A +inf or NaN term (a
+// "special" one) goes into the sums as itself, times its weight (a zero weight drops it, as
+// jax.nn.logsumexp drops the terms where b == 0; SumSoftMaxWeight has no such rule): a sum that
+// holds one is +-inf or NaN, never rescaled, and gives log(+inf) = +inf, NaN (log of -inf, or
+// +inf terms whose weights have both signs), or NaN for SumSoftMaxWeight (jax.nn.softmax: inf /
+// inf). All -inf terms, and an empty row, give -inf (LSE, sign 0) or NaN (softmax, 0/0).
 template <class V, int WDIM, bool WEIGHTED, int OUT, int SCHEME, class T = scalar_t<V>>
 struct LogSumExpReduction {
   using S = scalar_t<V>;
@@ -309,9 +339,14 @@ struct LogSumExpReduction {
   JK_FN static void start_tile(State&) {}
   JK_FN static void add(State& s, int k, const A* x) {
     for (int h = 0; h < N; ++h) {
-      if constexpr (SCHEME == BLOCK_SUM) s.part[k][h] = s.part[k][h] + x[h];
-      else if constexpr (SCHEME == DIRECT_SUM) s.row[k][h] = s.row[k][h] + x[h];
-      else kahan_add(s.row[k][h], s.part[k][h], x[h]);
+      if constexpr (SCHEME == BLOCK_SUM) {
+        s.part[k][h] = s.part[k][h] + x[h];
+      } else if constexpr (SCHEME == DIRECT_SUM) {
+        s.row[k][h] = s.row[k][h] + x[h];
+      } else {
+        kahan_add(s.row[k][h], s.part[k][h], x[h]);
+        drop_compensation_if_infinite(s.row[k][h], s.part[k][h]);
+      }
     }
   }
   // Adds e (and e times each weight w[q]) to the sums. The terms are formed in V, then
@@ -329,6 +364,28 @@ struct LogSumExpReduction {
       }
     }
   }
+  // add_terms where some lanes hold a special term x (+inf or NaN), which goes in as itself.
+  template <class M> JK_FN static void add_special_terms(State& s, V e, V x, M special,
+                                                         const V* w) {
+    A term[N];
+    if constexpr (FIRST_WEIGHT == 1) {
+      W::split(select(special, x, e), term);
+      add(s, 0, term);
+    }
+    if constexpr (WEIGHTED) {
+      for (int q = 0; q < WDIM; ++q) {
+        V weighted = x * w[q];
+        if constexpr (!SOFTMAX) weighted = select(w[q] == cst<V>(0), cst<V>(0), weighted);
+        W::split(select(special, weighted, e * w[q]), term);
+        add(s, FIRST_WEIGHT + q, term);
+      }
+    }
+  }
+  // sum * scale where the sum is finite; a sum holding a special term stays as it is (scale may
+  // be 0, and inf * 0 is NaN).
+  template <class X> JK_FN static X scaled(X sum, X scale) {
+    return select(sum - sum == cst<X>(0), sum * scale, sum);
+  }
   // Rescales the sums from the maxima m_old to m_new (lanes where it stays keep their scale).
   JK_FN static void rescale(State& s, V m_old, V m_new) {
     A mo[N], mn[N];
@@ -337,7 +394,7 @@ struct LogSumExpReduction {
     for (int h = 0; h < N; ++h) {
       A scale = select(mo[h] == mn[h], cst<A>(1), exp2(mo[h] - mn[h]));
       for (int k = 0; k < ACC; ++k)
-        s.part[k][h] = s.part[k][h] * scale, s.row[k][h] = s.row[k][h] * scale;
+        s.part[k][h] = scaled(s.part[k][h], scale), s.row[k][h] = scaled(s.row[k][h], scale);
     }
   }
   template <bool MASKED, class M>
@@ -356,17 +413,19 @@ struct LogSumExpReduction {
   }
   JK_FN static void accumulate_values(State& s, const V* f) {
     V x = f[0];
-    if (all_lt(x, s.m)) {
+    if (all_lt(x, s.m)) {  // the common case (never with a special x: m is below +inf)
       add_terms(s, exp2(x - s.m), f + 1);
       return;
     }
-    V m_new = max_nan(s.m, x);
+    auto special = (x == cst<V>(INFINITY)) | (x != x);
+    V regular = select(special, cst<V>(-INFINITY), x);
+    V m_new = select(regular > s.m, regular, s.m);
     auto empty = m_new == cst<V>(-INFINITY);
-    V at_max = select(x == cst<V>(INFINITY), cst<V>(INFINITY), cst<V>(1));
-    V e = select(empty, cst<V>(0), select(x == m_new, at_max, exp2(x - m_new)));
+    V e = select(empty, cst<V>(0), select(regular == m_new, cst<V>(1), exp2(regular - m_new)));
     rescale(s, s.m, m_new);
     s.m = m_new;
-    add_terms(s, e, f + 1);
+    if (any(special)) add_special_terms(s, e, x, special, f + 1);
+    else add_terms(s, e, f + 1);
   }
   JK_FN static void end_tile(State& s, int64_t) {
     if constexpr (SCHEME == BLOCK_SUM)
@@ -376,43 +435,47 @@ struct LogSumExpReduction {
   }
   JK_FN static void finish(const State& s, void* const* outs, int64_t row) {
     S m = -INFINITY;
-    for (int l = 0; l < L; ++l) {
-      S ml = lane(s.m, l);
-      if (ml > m || ml != ml) m = ml;
-    }
+    for (int l = 0; l < L; ++l) m = lane(s.m, l) > m ? lane(s.m, l) : m;
     T acc[ACC], comp[ACC];
     for (int k = 0; k < ACC; ++k) acc[k] = 0, comp[k] = 0;
-    if (m != -INFINITY) {
-      for (int l = 0; l < L; ++l) {
-        S ml = lane(s.m, l);
-        if (ml == -INFINITY) continue;
-        T scale = ml == m ? T(1) : (T)::exp2((double)(ml - m));
-        for (int k = 0; k < ACC; ++k) {
-          T sum = widened_lane<W>(s.row[k], l) * scale;
-          if constexpr (SCHEME == KAHAN_SUM)
-            merge_compensated<T>(acc[k], comp[k], sum, widened_lane<W>(s.part[k], l) * scale);
-          else
-            acc[k] += sum;
+    for (int l = 0; l < L; ++l) {
+      S ml = lane(s.m, l);
+      // A lane at -inf below a finite m has only zero or special sums: scale 0 leaves them so.
+      T scale = ml == m ? T(1) : (T)::exp2((double)(ml - m));
+      for (int k = 0; k < ACC; ++k) {
+        T sum = scaled<T>(widened_lane<W>(s.row[k], l), scale);
+        if constexpr (SCHEME == KAHAN_SUM) {
+          merge_compensated<T>(acc[k], comp[k], sum,
+                               scaled<T>(widened_lane<W>(s.part[k], l), scale));
+          drop_compensation_if_infinite(acc[k], comp[k]);
+        } else {
+          acc[k] += sum;
         }
       }
     }
     if constexpr (SCHEME == KAHAN_SUM)
       for (int k = 0; k < ACC; ++k) acc[k] -= comp[k];
     S* out = (S*)outs[0];
+    constexpr double LN2 = 0.6931471805599453;
     if constexpr (SOFTMAX) {
       out += row * WDIM;
-      for (int q = 0; q < WDIM; ++q) out[q] = (S)(acc[1 + q] / acc[0]);
+      // An inf or NaN denominator means a special term: jax.nn.softmax gives NaN there.
+      const bool special = !(acc[0] - acc[0] == 0);
+      for (int q = 0; q < WDIM; ++q) out[q] = special ? (S)NAN : (S)(acc[1 + q] / acc[0]);
     } else if constexpr (OUT == LSE_OUT) {
       out += row * ACC;
-      for (int k = 0; k < ACC; ++k)
-        out[k] = (S)(((double)m + ::log2((double)acc[k])) * 0.6931471805599453);
+      for (int k = 0; k < ACC; ++k) {
+        const double total = (double)acc[k];
+        out[k] = (S)(total - total == 0 ? ((double)m + ::log2(total)) * LN2 : ::log(total));
+      }
     } else {
       S* sign = (S*)outs[1] + row * ACC;
       out += row * ACC;
       for (int k = 0; k < ACC; ++k) {
-        double value = (double)m + ::log2(::fabs((double)acc[k]));
-        out[k] = (S)(value * 0.6931471805599453);
-        sign[k] = value != value ? (S)NAN : (S)((acc[k] > 0) - (acc[k] < 0));
+        const double total = (double)acc[k], size = ::fabs(total);
+        const double value = total - total == 0 ? ((double)m + ::log2(size)) * LN2 : ::log(size);
+        out[k] = (S)value;
+        sign[k] = value != value ? (S)NAN : (S)((total > 0) - (total < 0));
       }
     }
   }

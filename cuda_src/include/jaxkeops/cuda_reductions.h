@@ -1,7 +1,9 @@
 // Reductions for the CUDA schedule (cuda_kernel.h): one output row per thread, the reduced
-// rows taken one at a time in increasing order. Same semantics as cpu_reductions.h (ties go
-// to the smallest index, a NaN wins Min/Max, KMin pads with +inf and index -1, LogSumExp
-// never makes a NaN out of all -inf terms). The contract, per reduction:
+// rows taken one at a time in increasing order. Same semantics as cpu_reductions.h, inf, NaN
+// and empty rows included (ties go to the smallest index, a NaN wins Min/Max, KMin ranks in
+// IEEE total order as lax.top_k does and pads with +inf and index -1, LogSumExp never makes a
+// NaN out of all -inf terms and gives +inf for +inf terms, an empty row gives index -1). The
+// contract, per reduction:
 //
 //   State                        the running result of one output row, in registers
 //   init(State&)                 the neutral element
@@ -16,6 +18,7 @@
 #ifndef JAXKEOPS_CUDA_REDUCTIONS_H
 #define JAXKEOPS_CUDA_REDUCTIONS_H
 
+#include "jaxkeops/ieee.h"
 #include "jaxkeops/math.h"
 #include "jaxkeops/summation.h"
 
@@ -42,9 +45,14 @@ template <class C, int DIM, int SCHEME, class T = C> struct SumReduction {
   }
   JK_FN static void accumulate(State& s, const C* f, int64_t) {
     for (int k = 0; k < DIM; ++k) {
-      if constexpr (KAHAN) kahan_add<T>(s.total[k], s.part[k], (T)f[k]);
-      else if constexpr (SCHEME == BLOCK_SUM) s.part[k] += (T)f[k];
-      else s.total[k] += (T)f[k];
+      if constexpr (KAHAN) {
+        kahan_add<T>(s.total[k], s.part[k], (T)f[k]);
+        drop_compensation_if_infinite(s.total[k], s.part[k]);
+      } else if constexpr (SCHEME == BLOCK_SUM) {
+        s.part[k] += (T)f[k];
+      } else {
+        s.total[k] += (T)f[k];
+      }
     }
   }
   JK_FN static void end_tile(State& s) {
@@ -65,8 +73,12 @@ template <class C, int DIM, int SCHEME, class T = C> struct SumReduction {
   }
   JK_FN static void combine(State& a, const State& b) {
     for (int k = 0; k < DIM; ++k) {
-      if constexpr (KAHAN) merge_compensated<T>(a.total[k], a.part[k], b.total[k], b.part[k]);
-      else a.total[k] += b.total[k];
+      if constexpr (KAHAN) {
+        merge_compensated<T>(a.total[k], a.part[k], b.total[k], b.part[k]);
+        drop_compensation_if_infinite(a.total[k], a.part[k]);
+      } else {
+        a.total[k] += b.total[k];
+      }
     }
   }
   template <class W> JK_FN static void finish(const State& s, W& w) {
@@ -76,7 +88,8 @@ template <class C, int DIM, int SCHEME, class T = C> struct SumReduction {
 };
 
 // Min or Max per component (MAX), with the value (VALUE) and/or the index of the extremum
-// (ARG). A NaN wins, the first one seen; on equal values the earlier index stays.
+// (ARG). A NaN wins, the first one seen; on equal values the earlier index stays; the first
+// row is always taken (a row of +inf gives index 0 for Min). An empty row keeps index -1.
 template <class C, int DIM, bool MAX, bool VALUE, bool ARG> struct ExtremumReduction {
   using Partial = C;
   static constexpr int PARTIAL_VALUES = DIM;
@@ -89,13 +102,13 @@ template <class C, int DIM, bool MAX, bool VALUE, bool ARG> struct ExtremumReduc
     return (MAX ? x > best : x < best) || (is_nan(x) && !is_nan(best));
   }
   JK_FN static void init(State& s) {
-    for (int k = 0; k < DIM; ++k) s.best[k] = MAX ? -INFINITY : INFINITY, s.arg[k] = 0;
+    for (int k = 0; k < DIM; ++k) s.best[k] = MAX ? -INFINITY : INFINITY, s.arg[k] = -1;
   }
   JK_FN static void start_tile(State&) {}
   JK_FN static void end_tile(State&) {}
   JK_FN static void accumulate(State& s, const C* f, int64_t j) {
     for (int k = 0; k < DIM; ++k) {
-      if (better(f[k], s.best[k])) {
+      if (better(f[k], s.best[k]) || s.arg[k] < 0) {
         s.best[k] = f[k];
         s.arg[k] = j;
       }
@@ -115,7 +128,7 @@ template <class C, int DIM, bool MAX, bool VALUE, bool ARG> struct ExtremumReduc
   }
   JK_FN static void combine(State& a, const State& b) {
     for (int k = 0; k < DIM; ++k) {
-      if (better(b.best[k], a.best[k])) {
+      if (better(b.best[k], a.best[k]) || (a.arg[k] < 0 && b.arg[k] >= 0)) {
         a.best[k] = b.best[k];
         a.arg[k] = b.arg[k];
       }
@@ -130,15 +143,16 @@ template <class C, int DIM, bool MAX, bool VALUE, bool ARG> struct ExtremumReduc
 };
 
 // The K smallest values per component, ascending, and/or their indices, kept as a sorted list
-// per thread. A candidate enters only if strictly below the current K-th value, so equal
-// values keep their order of arrival (that of a stable sort) and NaNs never enter.
+// per thread, ranked in IEEE total order (total_order_key, as lax.top_k(-v, K)). A candidate
+// enters only if strictly before the current K-th value (or into an empty slot), so equal
+// values keep their order of arrival (that of a stable sort); +inf and NaN enter like any value.
 template <class C, int DIM, int K, bool VALUE, bool ARG> struct KMinReduction {
   using Partial = C;
   static constexpr int PARTIAL_VALUES = DIM * K;
   static constexpr int PARTIAL_INDICES = DIM * K;
   struct State {
     C val[DIM][K];
-    int64_t arg[DIM][K];
+    int64_t arg[DIM][K];  // -1: an empty slot (+inf in val); empty slots come last
   };
   JK_FN static void init(State& s) {
     for (int k = 0; k < DIM; ++k)
@@ -146,12 +160,16 @@ template <class C, int DIM, int K, bool VALUE, bool ARG> struct KMinReduction {
   }
   JK_FN static void start_tile(State&) {}
   JK_FN static void end_tile(State&) {}
+  // Whether value x with index ix ranks before value y with index iy (-1: an empty slot).
+  JK_FN static bool before(C x, int64_t ix, C y, int64_t iy) {
+    return ix >= 0 && (iy < 0 || total_order_key(x) < total_order_key(y));
+  }
   JK_FN static void accumulate(State& s, const C* f, int64_t j) {
     for (int k = 0; k < DIM; ++k) {
       C x = f[k];
-      if (!(x < s.val[k][K - 1])) continue;
+      if (!before(x, j, s.val[k][K - 1], s.arg[k][K - 1])) continue;
       int q = K - 1;
-      while (q > 0 && x < s.val[k][q - 1]) {
+      while (q > 0 && before(x, j, s.val[k][q - 1], s.arg[k][q - 1])) {
         s.val[k][q] = s.val[k][q - 1];
         s.arg[k][q] = s.arg[k][q - 1];
         --q;
@@ -174,14 +192,15 @@ template <class C, int DIM, int K, bool VALUE, bool ARG> struct KMinReduction {
         s.arg[k][q] = ix[(k * K + q) * stride];
       }
   }
-  // Merges two sorted lists, a's entries first among equal values (a has the earlier rows).
+  // Merges two sorted lists, a's entries first among equal values (a has the earlier rows),
+  // empty slots last.
   JK_FN static void combine(State& a, const State& b) {
     for (int k = 0; k < DIM; ++k) {
       C val[K];
       int64_t arg[K];
       int i = 0, j = 0;
       for (int q = 0; q < K; ++q) {  // i + j == q < K: neither list runs out
-        if (b.val[k][j] < a.val[k][i]) {
+        if (before(b.val[k][j], b.arg[k][j], a.val[k][i], a.arg[k][i])) {
           val[q] = b.val[k][j];
           arg[q] = b.arg[k][j++];
         } else {
@@ -210,9 +229,11 @@ enum LseOutput { LSE_OUT = 0, SOFTMAX_OUT = 1, SIGNED_LSE_OUT = 2 };
 //                    second output
 //   SOFTMAX_OUT:     out[k] = sum exp(f - m) * w[k] / sum exp(f - m)
 // with w the WDIM components after f, the sums in scalars T (C, or double for float data)
-// added up with SCHEME. All -inf terms give -inf (LSE) or 0/0 (softmax); a +inf term counts
-// as +inf (times its weight), not as the NaN of (+inf) - (+inf): +inf terms give +inf, or NaN
-// where their weights have both signs, as in jax.nn.logsumexp.
+// added up with SCHEME. inf and NaN as in cpu_reductions.h: m is the largest term below +inf,
+// a +inf or NaN term goes into the sums as itself times its weight (dropped where the weight is
+// 0, except for softmax), such sums are never rescaled and give +inf, or NaN (weights of both
+// signs, a NaN, or any of them for softmax); all -inf terms and an empty row give -inf (LSE) or
+// 0/0 (softmax).
 template <class C, int WDIM, bool WEIGHTED, int OUT, int SCHEME, class T = C>
 struct LogSumExpReduction {
   using Partial = T;  // m is stored as a T too: exact, and one type per record
@@ -223,7 +244,7 @@ struct LogSumExpReduction {
   static constexpr int PARTIAL_VALUES = 1 + (KAHAN ? 2 : 1) * ACC;
   static constexpr int PARTIAL_INDICES = 0;
   struct State {
-    C m;
+    C m;  // the largest term below +inf, -inf while there is none
     T s[ACC];  // the row's sums, scaled by exp(-m)
     T part[ACC];  // BLOCK_SUM: this tile's sums; KAHAN_SUM: the compensation of s
   };
@@ -237,34 +258,52 @@ struct LogSumExpReduction {
       for (int k = 0; k < ACC; ++k) s.s[k] += s.part[k], s.part[k] = 0;
   }
   JK_FN static void add(State& s, int k, T x) {
-    if constexpr (KAHAN) kahan_add<T>(s.s[k], s.part[k], x);
-    else if constexpr (SCHEME == BLOCK_SUM) s.part[k] += x;
-    else s.s[k] += x;
+    if constexpr (KAHAN) {
+      kahan_add<T>(s.s[k], s.part[k], x);
+      drop_compensation_if_infinite(s.s[k], s.part[k]);
+    } else if constexpr (SCHEME == BLOCK_SUM) {
+      s.part[k] += x;
+    } else {
+      s.s[k] += x;
+    }
   }
   JK_FN static void add_terms(State& s, C e, const C* f) {
     if constexpr (FIRST_WEIGHT == 1) add(s, 0, (T)e);
     if constexpr (WEIGHTED)
       for (int q = 0; q < WDIM; ++q) add(s, FIRST_WEIGHT + q, (T)e * (T)f[1 + q]);
   }
-  // exp(from - to): 1 where they are equal (also both +inf or both -inf), 0 from -inf.
+  // A +inf or NaN term x, as itself (see above).
+  JK_FN static void add_special_term(State& s, C x, const C* f) {
+    if constexpr (FIRST_WEIGHT == 1) add(s, 0, (T)x);
+    if constexpr (WEIGHTED)
+      for (int q = 0; q < WDIM; ++q)
+        add(s, FIRST_WEIGHT + q, !SOFTMAX && f[1 + q] == C(0) ? T(0) : (T)x * (T)f[1 + q]);
+  }
+  // exp(from - to): 1 where they are equal (also both -inf), 0 from -inf.
   JK_FN static T rescaling(C from, C to) {
     if (from == to) return T(1);
     return from == C(-INFINITY) ? T(0) : (T)jk::exp((T)from - (T)to);
   }
+  // sum * scale for a finite sum; one holding a +inf or NaN term stays as it is (inf * 0).
+  JK_FN static T scaled(T sum, T scale) { return sum - sum == T(0) ? sum * scale : sum; }
   JK_FN static void accumulate(State& s, const C* f, int64_t) {
     C x = f[0];
     if (x < s.m) {  // the common case: the maximum stays, one exp per term
       add_terms(s, jk::exp(x - s.m), f);
       return;
     }
-    C m_new = max_nan(s.m, x);
-    bool empty = m_new == C(-INFINITY);
-    T scale = rescaling(s.m, m_new);
-    C at_max = x == C(INFINITY) ? C(INFINITY) : C(1);
-    C e = empty ? C(0) : (x == m_new ? at_max : jk::exp(x - m_new));
-    for (int k = 0; k < ACC; ++k) s.s[k] *= scale, s.part[k] *= scale;
-    s.m = m_new;
-    add_terms(s, e, f);
+    if (!(x < C(INFINITY))) {  // +inf or NaN
+      add_special_term(s, x, f);
+      return;
+    }
+    // m <= x < +inf: x becomes the maximum, its term is 1 (0 if x and m are both -inf).
+    if (x > s.m) {
+      T scale = rescaling(s.m, x);
+      for (int k = 0; k < ACC; ++k)
+        s.s[k] = scaled(s.s[k], scale), s.part[k] = scaled(s.part[k], scale);
+      s.m = x;
+    }
+    add_terms(s, x == C(-INFINITY) ? C(0) : C(1), f);
   }
   JK_FN static void save(const State& s, T* v, int64_t*, int64_t stride) {
     v[0] = (T)s.m;
@@ -281,15 +320,15 @@ struct LogSumExpReduction {
     }
   }
   JK_FN static void combine(State& a, const State& b) {
-    C m_new = (b.m > a.m || is_nan(b.m)) ? b.m : a.m;
-    if (m_new == C(-INFINITY)) return;
+    C m_new = b.m > a.m ? b.m : a.m;
     T wa = rescaling(a.m, m_new), wb = rescaling(b.m, m_new);
     for (int k = 0; k < ACC; ++k) {
       if constexpr (KAHAN) {
-        a.s[k] *= wa, a.part[k] *= wa;
-        merge_compensated<T>(a.s[k], a.part[k], b.s[k] * wb, b.part[k] * wb);
+        a.s[k] = scaled(a.s[k], wa), a.part[k] = scaled(a.part[k], wa);
+        merge_compensated<T>(a.s[k], a.part[k], scaled(b.s[k], wb), scaled(b.part[k], wb));
+        drop_compensation_if_infinite(a.s[k], a.part[k]);
       } else {
-        a.s[k] = a.s[k] * wa + b.s[k] * wb;
+        a.s[k] = scaled(a.s[k], wa) + scaled(b.s[k], wb);
       }
     }
     a.m = m_new;
@@ -298,12 +337,19 @@ struct LogSumExpReduction {
     T acc[ACC];
     for (int k = 0; k < ACC; ++k) acc[k] = KAHAN ? s.s[k] - s.part[k] : s.s[k];
     if constexpr (SOFTMAX) {
-      for (int q = 0; q < WDIM; ++q) w.value(0, WDIM, q, (C)(acc[1 + q] / acc[0]));
+      // An inf or NaN denominator means a special term: jax.nn.softmax gives NaN there.
+      const bool special = !(acc[0] - acc[0] == T(0));
+      for (int q = 0; q < WDIM; ++q)
+        w.value(0, WDIM, q, special ? (C)NAN : (C)(acc[1 + q] / acc[0]));
     } else if constexpr (OUT == LSE_OUT) {
-      for (int k = 0; k < ACC; ++k) w.value(0, ACC, k, (C)((T)s.m + jk::log(acc[k])));
+      for (int k = 0; k < ACC; ++k) {
+        const T log_sum = jk::log(acc[k]);
+        w.value(0, ACC, k, (C)(acc[k] - acc[k] == T(0) ? (T)s.m + log_sum : log_sum));
+      }
     } else {
       for (int k = 0; k < ACC; ++k) {
-        T value = (T)s.m + jk::log(acc[k] < 0 ? -acc[k] : acc[k]);
+        const T log_size = jk::log(acc[k] < 0 ? -acc[k] : acc[k]);
+        T value = acc[k] - acc[k] == T(0) ? (T)s.m + log_size : log_size;
         T sign = value != value ? (T)NAN : (T)((acc[k] > 0) - (acc[k] < 0));
         w.value(0, ACC, k, (C)value);
         w.value(1, ACC, k, (C)sign);
