@@ -220,3 +220,14 @@ def test_vector_exp2_matches_numpy_over_the_whole_float32_range():
     subnormal = ~special & (expected < tiny)
     error = np.abs(got[subnormal] - expected[subnormal])
     assert np.all((got[subnormal] == 0) | (error <= 1.5e-45))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gaussian_kernel_diagonal_is_exactly_one(dtype):
+    """Regression: 2^0 came out as 1.0000001 in float32 (the polynomial's constant term was not
+    exactly 1), so k(x, x) = exp(0) of a Gaussian kernel was not 1."""
+    x = np.linspace(-1, 1, 37).reshape(-1, 1).astype(dtype)
+    diagonal = (-Vi(x).sqdist(Vj(x[:1])) * 0.0).exp().sum(axis=1)
+    k_xx = (-Vi(x).sqdist(Vj(x)) * 0.5).exp().max(axis=1)
+    assert np.all(np.asarray(diagonal) == 1.0)
+    assert np.all(np.asarray(k_xx) == 1.0)

@@ -407,10 +407,11 @@ class ComplexLazyTensor(LazyTensor):
     # ----------------------------------------------------------------------------------------
     # Reductions: the sums, with complex outputs.
     def _reduce(self, reduction: str, axis: int, options: dict[str, Any],
-                extra: Sequence[Any] = (), k: int | None = None):
+                extra: Sequence[Any] = (), k: int | None = None, pad: bool = False):
         if reduction not in _SUPPORTED_REDUCTIONS:
             raise _reduction_error(reduction)
-        return _complex_result(ReductionMethods._reduce(self, reduction, axis, options, extra, k))
+        return _complex_result(ReductionMethods._reduce(self, reduction, axis, options, extra, k,
+                                                        pad))
 
     @classmethod
     def reduce_with_complex_weights(cls, owner: LazyTensor, reduction: str, axis: int,
