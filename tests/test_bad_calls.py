@@ -137,7 +137,7 @@ BAD_CALLS = [
             r"out= is not supported"),
     # Vi, Vj, Pm and LazyTensor(...).
     BadCall("Vi-rank-0", lambda: Vi(jnp.asarray(3.0)), ValueError,
-            r"Vi\(x\): an i-variable needs shape.*got x of shape \(\)"),
+            r"Vi\(x\): an i-variable needs shape.*got a scalar \(shape \(\)\)"),
     BadCall("Vj-string", lambda: Vj("abc"), TypeError, r"Vj\(x\): x must be an array.*'abc'"),
     BadCall("Pm-none", lambda: Pm(None), TypeError, r"Pm\(x\): x must be an array.*None"),
     BadCall("Vi-empty-vector-axis", lambda: Vi(np.ones((M, 0))), ValueError,

@@ -126,7 +126,9 @@ def check_array(value: Any, name: str) -> Any:
     else:
         raise TypeError(f"{name} must be an array (jax.Array or numpy.ndarray) or a number, got "
                         f"{_shown(value)}")
-    if dtype.kind not in _NUMERIC_KINDS:
+    # bfloat16 and the other ml_dtypes types have numpy kind "V": ask JAX whether they are numbers.
+    numeric = dtype.kind in _NUMERIC_KINDS or jnp.issubdtype(dtype, jnp.number)
+    if not numeric:
         raise TypeError(f"{name} must hold numbers, got an array of dtype {dtype} "
                         f"({_shown(value)})")
     return value if is_array(value) else jnp.asarray(value)
@@ -184,7 +186,7 @@ def check_variable_array(x: Any, what: str, role: str, min_rank: int, expected: 
     Example:
         >>> check_variable_array(np.ones(()), "Vi(x)", "an i-variable", 1, "(*batch, M, D)")
         Traceback (most recent call last):
-        ValueError: Vi(x): an i-variable needs shape (*batch, M, D), got x of shape ()
+        ValueError: Vi(x): an i-variable needs shape (*batch, M, D), got a scalar (shape ())
     """
     if hasattr(x, "_leaves") and hasattr(x, "formula"):  # a LazyTensor (not imported here)
         raise TypeError(f"{what}: x is already a LazyTensor (shape {x.shape}); {what} takes an "
@@ -194,7 +196,8 @@ def check_variable_array(x: Any, what: str, role: str, min_rank: int, expected: 
     a = check_array(x, f"{what}: x")
     shape = tuple(a.shape)
     if len(shape) < min_rank:
-        raise ValueError(f"{what}: {role} needs shape {expected}, got x of shape {shape}")
+        got = "a scalar (shape ())" if not shape else f"x of shape {shape}"
+        raise ValueError(f"{what}: {role} needs shape {expected}, got {got}")
     if shape and shape[-1] == 0:
         raise ValueError(f"{what}: x has shape {shape}, with an empty last axis: it is the "
                          "vector dimension D, which must be >= 1")
