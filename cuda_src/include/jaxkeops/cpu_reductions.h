@@ -120,7 +120,6 @@ template <class V, int DIM, int SCHEME, class T = scalar_t<V>> struct SumReducti
       for (int h = 0; h < N; ++h) {
         if constexpr (SCHEME == KAHAN_SUM) {
           kahan_add(s.lanes[k][h], s.comp[k][h], xs[h]);
-          drop_compensation_if_infinite(s.lanes[k][h], s.comp[k][h]);
         } else {
           s.lanes[k][h] = s.lanes[k][h] + xs[h];
         }
@@ -150,7 +149,6 @@ template <class V, int DIM, int SCHEME, class T = scalar_t<V>> struct SumReducti
         for (int l = 0; l < L; ++l) {
           merge_compensated<T>(sum, comp, widened_lane<W>(s.lanes[k], l),
                                widened_lane<W>(s.comp[k], l));
-          drop_compensation_if_infinite(sum, comp);
         }
         out[k] = (S)(sum - comp);
       }
@@ -345,7 +343,6 @@ struct LogSumExpReduction {
         s.row[k][h] = s.row[k][h] + x[h];
       } else {
         kahan_add(s.row[k][h], s.part[k][h], x[h]);
-        drop_compensation_if_infinite(s.row[k][h], s.part[k][h]);
       }
     }
   }
@@ -447,7 +444,6 @@ struct LogSumExpReduction {
         if constexpr (SCHEME == KAHAN_SUM) {
           merge_compensated<T>(acc[k], comp[k], sum,
                                scaled<T>(widened_lane<W>(s.part[k], l), scale));
-          drop_compensation_if_infinite(acc[k], comp[k]);
         } else {
           acc[k] += sum;
         }

@@ -47,7 +47,6 @@ template <class C, int DIM, int SCHEME, class T = C> struct SumReduction {
     for (int k = 0; k < DIM; ++k) {
       if constexpr (KAHAN) {
         kahan_add<T>(s.total[k], s.part[k], (T)f[k]);
-        drop_compensation_if_infinite(s.total[k], s.part[k]);
       } else if constexpr (SCHEME == BLOCK_SUM) {
         s.part[k] += (T)f[k];
       } else {
@@ -75,7 +74,6 @@ template <class C, int DIM, int SCHEME, class T = C> struct SumReduction {
     for (int k = 0; k < DIM; ++k) {
       if constexpr (KAHAN) {
         merge_compensated<T>(a.total[k], a.part[k], b.total[k], b.part[k]);
-        drop_compensation_if_infinite(a.total[k], a.part[k]);
       } else {
         a.total[k] += b.total[k];
       }
@@ -260,7 +258,6 @@ struct LogSumExpReduction {
   JK_FN static void add(State& s, int k, T x) {
     if constexpr (KAHAN) {
       kahan_add<T>(s.s[k], s.part[k], x);
-      drop_compensation_if_infinite(s.s[k], s.part[k]);
     } else if constexpr (SCHEME == BLOCK_SUM) {
       s.part[k] += x;
     } else {
@@ -326,7 +323,6 @@ struct LogSumExpReduction {
       if constexpr (KAHAN) {
         a.s[k] = scaled(a.s[k], wa), a.part[k] = scaled(a.part[k], wa);
         merge_compensated<T>(a.s[k], a.part[k], scaled(b.s[k], wb), scaled(b.part[k], wb));
-        drop_compensation_if_infinite(a.s[k], a.part[k]);
       } else {
         a.s[k] = scaled(a.s[k], wa) + scaled(b.s[k], wb);
       }

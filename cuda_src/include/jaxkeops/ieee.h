@@ -31,12 +31,4 @@ JK_FN int64_t total_order_key(double x) {
   return bits < 0 ? bits ^ (int64_t)0x7fffffffffffffffLL : bits;
 }
 
-// Resets Kahan's compensation where the sum is inf or NaN. Once a sum has reached inf, the
-// compensation kahan_add / merge_compensated compute is (inf - inf) = NaN, which would turn the
-// result (sum - comp) and every later term into NaN: jnp.sum gives inf there. A finite sum keeps
-// its compensation. T is a scalar or a SIMD vector.
-template <class T> JK_FN void drop_compensation_if_infinite(const T& sum, T& comp) {
-  comp = select(sum - sum == cst<T>(0), comp, cst<T>(0));
-}
-
 }  // namespace jk

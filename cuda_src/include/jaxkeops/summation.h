@@ -12,12 +12,19 @@ namespace jk {
 // (KAHAN_SUM).
 enum SumScheme { DIRECT_SUM = 0, BLOCK_SUM = 1, KAHAN_SUM = 2 };
 
+// Once a sum is inf or NaN its compensation would be (inf - inf) = NaN, turning the result
+// (sum - comp) and every later term into NaN where jnp.sum gives inf: the compensation is reset
+// there. A finite sum keeps it.
+template <class T> JK_FN T finite_compensation(T sum, T comp) {
+  return select(sum - sum == cst<T>(0), comp, cst<T>(0));
+}
+
 // sum += x, keeping the rounding error in comp (the compensated sum is sum - comp). T is a
 // scalar or a SIMD vector.
 template <class T> JK_FN void kahan_add(T& sum, T& comp, T x) {
   T y = x - comp;
   T t = sum + y;
-  comp = (t - sum) - y;
+  comp = finite_compensation(t, (t - sum) - y);
   sum = t;
 }
 
@@ -29,7 +36,7 @@ template <class T> JK_FN void merge_compensated(T& sum, T& comp, T other_sum, T 
   T b = s - sum;
   T err = (sum - (s - b)) + (other_sum - b);
   sum = s;
-  comp = (comp + other_comp) - err;
+  comp = finite_compensation(s, (comp + other_comp) - err);
 }
 
 }  // namespace jk
