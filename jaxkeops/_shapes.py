@@ -60,9 +60,29 @@ _CAST_HINTS = {
 }
 
 
-def _short_repr(value) -> str:
+def short_repr(value) -> str:
+    """The repr of `value`, shortened for an error message."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def is_array(value) -> bool:
+    """True for jax arrays, tracers and numpy arrays: anything with a shape and a dtype."""
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def require_arrays(arrays: Sequence, names: Sequence[str]) -> None:
+    """TypeError naming the first of `arrays` that is not an array.
+
+    Example:
+        >>> require_arrays([np.ones(2), [1.0]], ["x", "y"])
+        Traceback (most recent call last):
+        TypeError: argument 'y' must be an array (jax.Array or numpy.ndarray), got list: [1.0]
+    """
+    for a, name in zip(arrays, names):
+        if not is_array(a):
+            raise TypeError(f"argument {name!r} must be an array (jax.Array or numpy.ndarray), "
+                            f"got {type(a).__name__}: {short_repr(a)}")
 
 
 def float_dtype(arrays: Sequence, names: Sequence[str]) -> str:
@@ -72,10 +92,8 @@ def float_dtype(arrays: Sequence, names: Sequence[str]) -> str:
     warning that says how to enable x64."""
     dtypes = []
     x64 = jax.config.jax_enable_x64
+    require_arrays(arrays, names)
     for a, name in zip(arrays, names):
-        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
-            raise TypeError(f"argument {name!r} must be an array (jax.Array or numpy.ndarray), "
-                            f"got {type(a).__name__}: {_short_repr(a)}")
         if not x64 and isinstance(a, np.ndarray) and a.dtype == np.float64:
             _warn_float64_without_x64(name, a)
         dt = jnp.result_type(a)

@@ -15,20 +15,18 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from .._shapes import is_array, short_repr
+
 # numpy dtype kinds of data a LazyTensor may hold: bool, integers, floats, complex numbers (the
 # reduction itself then asks for floats, with a message naming the variable).
 _NUMERIC_KINDS = "biufc"
 
 
-def _short(value: Any) -> str:
-    """The repr of `value`, shortened for an error message."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _shown(value: Any) -> str:
     """`value` for an error message: its short repr, and its type when the repr hides it."""
-    text = _short(value)
+    text = short_repr(value)
     kind = type(value).__name__
     return text if isinstance(value, (str, int, float, type(None))) else f"{text} ({kind})"
 
@@ -99,11 +97,6 @@ def check_strings(values: Any, name: str, example: str) -> list[str]:
     return list(values)
 
 
-def is_array(value: Any) -> bool:
-    """True for jax arrays, tracers and numpy arrays: anything with a shape and a dtype."""
-    return hasattr(value, "shape") and hasattr(value, "dtype")
-
-
 def check_array(value: Any, name: str) -> Any:
     """`value` as an array with a numeric dtype: arrays are returned as they are, numbers and
     (nested) lists of numbers as jax arrays; TypeError for anything else (strings, None, other
@@ -132,21 +125,6 @@ def check_array(value: Any, name: str) -> Any:
         raise TypeError(f"{name} must hold numbers, got an array of dtype {dtype} "
                         f"({_shown(value)})")
     return value if is_array(value) else jnp.asarray(value)
-
-
-def check_arrays(arrays: Sequence[Any], names: Sequence[str]) -> None:
-    """TypeError naming the first of `arrays` that is not an array (a reduction's inputs must be
-    arrays before they are placed on a device).
-
-    Example:
-        >>> check_arrays([np.ones(2), [1.0]], ["x", "y"])
-        Traceback (most recent call last):
-        TypeError: argument 'y' must be an array (jax.Array or numpy.ndarray), got list: [1.0]
-    """
-    for array, name in zip(arrays, names):
-        if not is_array(array):
-            raise TypeError(f"argument {name!r} must be an array (jax.Array or numpy.ndarray), "
-                            f"got {type(array).__name__}: {_short(array)}")
 
 
 def check_real(value: Any, name: str) -> Any:

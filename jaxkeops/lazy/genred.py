@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._shapes import require_arrays
 from ..autodiff import CALCULUS
 from ..formulas import Node, variables
 from ..formulas.parser import parse_aliases, parse_formula
 from ..reductions import reduction as reduction_spec
-from ._checks import check_arrays, check_flag, check_integer, check_string, check_strings
+from ._checks import check_flag, check_integer, check_string, check_strings
 from .options import (
     accuracy_options,
     check_build_keywords,
@@ -135,7 +136,7 @@ class Genred:
         if len(args) != len(self.variables):
             raise ValueError(f"this Genred takes {len(self.variables)} arrays "
                              f"({', '.join(self.names)}), got {len(args)}")
-        check_arrays(args, self.names)
+        require_arrays(args, self.names)
         arrays = place(args, placement(backend, device_id))
         options = kernel_options(self.accuracy, arrays)
         outs = run_reduction(self.formulas, self.reduction, self.axis, self.variables, arrays,

@@ -17,9 +17,10 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from .._shapes import require_arrays
 from ..formulas import CAT_I, CAT_J, Node, Var
 from ._aliases import alias, documented_alias
-from ._checks import check_array, check_arrays, check_flag, check_integer
+from ._checks import check_array, check_flag, check_integer
 from .options import (
     BUILD_KEYWORDS,
     CALL_KEYWORDS,
@@ -110,7 +111,7 @@ class LazyReduction:
             values[position] = array
         names = [f"{'ijp'[c]}-variable #{i} {tuple(np.shape(a))}"
                  for i, (a, (_, c)) in enumerate(zip(values, self._leaves))]
-        check_arrays(values, names)
+        require_arrays(values, names)
         values = place(values, where)
         variables = [Var(i, int(np.shape(a)[-1]) if np.ndim(a) else 1, c)
                      for i, (a, (_, c)) in enumerate(zip(values, self._leaves))]
