@@ -21,6 +21,7 @@
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -162,9 +163,56 @@ const std::string* PickImage(const std::map<std::string, std::string>& images, i
 #define JK_STR2(x) #x
 #define JK_STR(x) JK_STR2(x)
 
-// The kernels of `id` in context `ctx`, loading the module on first use. Must run with ctx
-// current. Returns an error message or "".
-std::string GetFunctions(const Driver& drv, CUcontext ctx, uint64_t id, Functions& out) {
+// Kernels without images: a computation lowered without a GPU, or deserialized by jax.export in
+// a process that never lowered it. The call carries the kernel's source; Python
+// (jaxkeops._lowering_cuda) compiles it for the device's compute capability and registers it.
+// Leaked, like the registry: it must outlive any handler still running at interpreter exit.
+nb::object& Resolver() {
+  static nb::object* resolver = new nb::object();
+  return *resolver;
+}
+
+// "KernelCompileError: <message>", without the Python traceback that what() appends.
+std::string DescribePythonError(const nb::python_error& error) {
+  std::string name = nb::cast<std::string>(error.type().attr("__name__"));
+  return name + ": " + nb::cast<std::string>(nb::str(error.value()));
+}
+
+bool HasImages(uint64_t id) {
+  Registry& r = GetRegistry();
+  std::shared_lock<std::shared_mutex> lock(r.mutex);
+  return r.images.count(id) != 0;
+}
+
+// Returns "" once `id` has images, else why it could not get them. Runs without r.mutex held:
+// the resolver registers images.
+std::string ResolveImages(uint64_t id, std::string_view source, int cc) {
+  if (HasImages(id)) return "";
+  if (source.empty())
+    return "CUDA kernel " + HexId(id) + " is not registered in this process and the call "
+           "carries no source to compile it from";
+  if (!Py_IsInitialized()) return "CUDA kernel " + HexId(id) + " is not registered (Python has exited)";
+  // The caller of an XLA computation releases the GIL while it runs (as for jax.pure_callback).
+  nb::gil_scoped_acquire gil;
+  nb::object resolver = Resolver();
+  if (!resolver.is_valid())
+    return "CUDA kernel " + HexId(id) + " is not registered and no resolver is set (import "
+           "jaxkeops)";
+  try {
+    resolver(static_cast<int64_t>(id), nb::str(source.data(), source.size()), cc);
+  } catch (nb::python_error& error) {
+    return "CUDA kernel " + HexId(id) + " could not be compiled for sm_" + std::to_string(cc) +
+           ": " + DescribePythonError(error);
+  }
+  if (!HasImages(id)) return "the resolver did not register CUDA kernel " + HexId(id);
+  return "";
+}
+
+// The kernels of `id` in context `ctx`, loading the module on first use (and compiling it
+// from `source` when no image is registered). Must run with ctx current. Returns an error
+// message or "".
+std::string GetFunctions(const Driver& drv, CUcontext ctx, uint64_t id, std::string_view source,
+                         Functions& out) {
   Registry& r = GetRegistry();
   {
     std::shared_lock<std::shared_mutex> lock(r.mutex);
@@ -174,16 +222,6 @@ std::string GetFunctions(const Driver& drv, CUcontext ctx, uint64_t id, Function
       return "";
     }
   }
-  std::unique_lock<std::shared_mutex> lock(r.mutex);
-  auto it = r.loaded.find({ctx, id});
-  if (it != r.loaded.end()) {
-    out = it->second;
-    return "";
-  }
-  auto images = r.images.find(id);
-  if (images == r.images.end())
-    return "CUDA kernel " + HexId(id) + " is not registered in this process (it is compiled "
-           "when the computation is lowered for a GPU of this process)";
   CUdevice dev;
   int major = 0, minor = 0;
   CUresult rc = drv.CtxGetDevice(&dev);
@@ -191,6 +229,16 @@ std::string GetFunctions(const Driver& drv, CUcontext ctx, uint64_t id, Function
   if (rc == 0) rc = drv.DeviceGetAttribute(&minor, kComputeCapabilityMinor, dev);
   if (rc != 0) return "cannot query the device: " + drv.Describe(rc);
   const int cc = major * 10 + minor;
+  if (std::string msg = ResolveImages(id, source, cc); !msg.empty()) return msg;
+
+  std::unique_lock<std::shared_mutex> lock(r.mutex);
+  auto it = r.loaded.find({ctx, id});
+  if (it != r.loaded.end()) {
+    out = it->second;
+    return "";
+  }
+  auto images = r.images.find(id);
+  if (images == r.images.end()) return "CUDA kernel " + HexId(id) + " lost its images";
   const std::string* image = PickImage(images->second, cc);
   if (image == nullptr) {
     std::string have;
@@ -235,7 +283,8 @@ ffi::Error Fail(ffi::ErrorCode code, const std::string& msg) {
   return ffi::Error(code, "jaxkeops: " + msg);
 }
 
-ffi::Error Execute(CUstream stream, int64_t kernel_id, ffi::Span<const int64_t> roles,
+ffi::Error Execute(CUstream stream, int64_t kernel_id, std::string_view source,
+                   ffi::Span<const int64_t> roles,
                    int64_t n_batch, int64_t n_red, int64_t block, int64_t smem, int64_t n_chunks,
                    int64_t chunk_len, ffi::RemainingArgs args, ffi::RemainingRets rets) {
   const uint64_t id = static_cast<uint64_t>(kernel_id);
@@ -278,7 +327,7 @@ ffi::Error Execute(CUstream stream, int64_t kernel_id, ffi::Span<const int64_t> 
     return Fail(ffi::ErrorCode::kInternal, "cannot get the stream's context: " + drv.Describe(rc));
   ScopedContext scope(drv, ctx);
   Functions fns;
-  if (std::string msg = GetFunctions(drv, ctx, id, fns); !msg.empty())
+  if (std::string msg = GetFunctions(drv, ctx, id, source, fns); !msg.empty())
     return Fail(ffi::ErrorCode::kFailedPrecondition, msg);
   void* kernel_args[] = {&params};  // copied by the driver at launch: a stack block is fine
   for (const jk::launch::Launch& l : launches) {
@@ -297,12 +346,14 @@ ffi::Error Execute(CUstream stream, int64_t kernel_id, ffi::Span<const int64_t> 
 ffi::Error Initialize(ffi::Dictionary attrs) {
   auto kernel_id = attrs.get<int64_t>("kernel_id");
   if (kernel_id.has_error()) return kernel_id.error();
+  auto source = attrs.get<std::string_view>("source");
+  if (source.has_error()) return source.error();
   const Driver& drv = GetDriver();
   CUcontext ctx = nullptr;
   if (!drv.error.empty() || drv.CtxGetCurrent(&ctx) != 0 || ctx == nullptr)
     return ffi::Error::Success();
   Functions fns;
-  if (std::string msg = GetFunctions(drv, ctx, static_cast<uint64_t>(*kernel_id), fns);
+  if (std::string msg = GetFunctions(drv, ctx, static_cast<uint64_t>(*kernel_id), *source, fns);
       !msg.empty())
     return Fail(ffi::ErrorCode::kFailedPrecondition, msg);
   return ffi::Error::Success();
@@ -314,6 +365,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxkeopsCudaExecute, Execute,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<CUstream>>()
                                   .Attr<int64_t>("kernel_id")
+                                  .Attr<std::string_view>("source")
                                   .Attr<ffi::Span<const int64_t>>("roles")
                                   .Attr<int64_t>("n_batch")
                                   .Attr<int64_t>("n_red")
@@ -357,6 +409,10 @@ NB_MODULE(_ext_cuda, m) {
   m.def("driver_error", []() { return GetDriver().error; },
         "Why the CUDA driver cannot be used, or '' when it can.");
   m.def("abi_version", []() { return JK_CUDA_ABI_VERSION; });
+  m.def(
+      "set_resolver", [](nb::object fn) { Resolver() = std::move(fn); }, "resolver"_a,
+      "Sets resolver(kernel_id, source, compute_capability): called (with the GIL) when a call "
+      "names a kernel without images; it must compile the source and register its image.");
   m.def(
       "handlers",
       []() {

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -95,6 +96,48 @@ void RegisterKernel(uint64_t id, const std::string& path) {
   Registry& r = GetRegistry();
   std::unique_lock<std::shared_mutex> lock(r.mutex);
   r.kernels.emplace(id, run);  // a concurrent registration of the same id wins; both are equal
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels missing from the registry: a computation deserialized by jax.export in a process that
+// never lowered it. The call carries the kernel's source; Python (jaxkeops._lowering) builds or
+// finds it in the disk cache and registers it under the call's id.
+// ---------------------------------------------------------------------------------------------
+
+// Leaked, like the registry: it must outlive any handler still running at interpreter exit.
+nb::object& Resolver() {
+  static nb::object* resolver = new nb::object();
+  return *resolver;
+}
+
+void SetResolver(nb::object fn) { Resolver() = std::move(fn); }
+
+// "KernelCompileError: <message>", without the Python traceback that what() appends.
+std::string DescribePythonError(const nb::python_error& error) {
+  std::string name = nb::cast<std::string>(error.type().attr("__name__"));
+  return name + ": " + nb::cast<std::string>(nb::str(error.value()));
+}
+
+// Returns "" once `id` is registered, else why it could not be.
+std::string ResolveKernel(uint64_t id, std::string_view source) {
+  if (FindKernel(id) != nullptr) return "";
+  if (source.empty())
+    return "kernel " + HexId(id) + " is not loaded in this process and the call carries no "
+           "source to build it from";
+  if (!Py_IsInitialized()) return "kernel " + HexId(id) + " is not loaded (Python has exited)";
+  // The caller of an XLA computation releases the GIL while it runs (as for jax.pure_callback).
+  nb::gil_scoped_acquire gil;
+  nb::object resolver = Resolver();
+  if (!resolver.is_valid())
+    return "kernel " + HexId(id) + " is not loaded and no resolver is set (import jaxkeops)";
+  try {
+    resolver(static_cast<int64_t>(id), nb::str(source.data(), source.size()));
+  } catch (nb::python_error& error) {
+    return "kernel " + HexId(id) + " of an exported computation could not be built: " +
+           DescribePythonError(error);
+  }
+  if (FindKernel(id) == nullptr) return "the resolver did not register kernel " + HexId(id);
+  return "";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,16 +332,17 @@ ffi::Future ReadyFuture(ffi::Error error) {
   return future;
 }
 
-ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, ffi::Span<const int64_t> roles,
-                    int64_t n_batch, int64_t n_red, ffi::RemainingArgs args,
-                    ffi::RemainingRets rets) {
+ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, std::string_view source,
+                    ffi::Span<const int64_t> roles, int64_t n_batch, int64_t n_red,
+                    ffi::RemainingArgs args, ffi::RemainingRets rets) {
   auto launch = std::make_shared<Launch>();
   launch->kernel_id = static_cast<uint64_t>(kernel_id);
   launch->run = FindKernel(launch->kernel_id);
-  if (launch->run == nullptr)
-    return ReadyFuture(ffi::Error(ffi::ErrorCode::kFailedPrecondition,
-                                  "jaxkeops: kernel " + HexId(launch->kernel_id) +
-                                      " is not loaded in this process"));
+  if (launch->run == nullptr) {
+    if (std::string msg = ResolveKernel(launch->kernel_id, source); !msg.empty())
+      return ReadyFuture(ffi::Error(ffi::ErrorCode::kFailedPrecondition, "jaxkeops: " + msg));
+    launch->run = FindKernel(launch->kernel_id);
+  }
   if (ffi::Error err = Prepare(roles, n_batch, n_red, args, rets, *launch); !err.success())
     return ReadyFuture(std::move(err));
 
@@ -335,6 +379,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxkeopsCpu, Execute,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Attr<int64_t>("kernel_id")
+                                  .Attr<std::string_view>("source")
                                   .Attr<ffi::Span<const int64_t>>("roles")
                                   .Attr<int64_t>("n_batch")
                                   .Attr<int64_t>("n_red")
@@ -368,6 +413,10 @@ NB_MODULE(_ext, m) {
     return r.kernels.size();
   });
   m.def("abi_version", []() { return JK_ABI_VERSION; });
+  m.def("set_resolver", &SetResolver, "resolver"_a,
+        "Sets resolver(kernel_id, source): called (with the GIL) when a call names a kernel that "
+        "is not registered, as in a jax.export artifact run by a new process; it must build the "
+        "source and register it under kernel_id.");
   m.def(
       "cpu_handler", []() { return nb::capsule(reinterpret_cast<void*>(JaxkeopsCpu)); },
       "PyCapsule of the XLA FFI handler, for jax.ffi.register_ffi_target(..., platform='cpu').");

@@ -9,6 +9,7 @@ Example:
     (1000, 5)
 """
 
+from ._export import export, export_disabled_checks
 from ._version import __version__
 from .errors import CompilerNotFoundError, JaxKeOpsError, KernelCacheWarning, KernelCompileError
 from .lazy.genred import Genred
@@ -19,5 +20,6 @@ from .runtime import cache_dir, clear_cache
 __all__ = [
     "CompilerNotFoundError", "ConvergenceError", "ConvergenceWarning", "Genred",
     "JaxKeOpsError", "KernelCacheWarning", "KernelCompileError", "KernelSolve", "LazyTensor",
-    "Pm", "Vi", "Vj", "__version__", "cache_dir", "clear_cache",
+    "Pm", "Vi", "Vj", "__version__", "cache_dir", "clear_cache", "export",
+    "export_disabled_checks",
 ]

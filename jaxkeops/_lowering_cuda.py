@@ -6,8 +6,10 @@ needs neither a GPU nor a CUDA compiler: `jax.jit(f).trace(...).lower(lowering_p
 only when this process has CUDA devices, once per distinct compute capability, and its images
 are registered with the launcher by id before XLA runs the call; a compile error then surfaces
 as a `KernelCompileError` at lowering time, like on the CPU, rather than inside XLA.
-Lowering on a machine without a GPU and running elsewhere (jax.export) is not supported: the
-other process has no image registered for the id and the call fails with that message.
+The call also carries the kernel's source: a computation lowered without a GPU, or serialized
+with `jax.export` and run by another process, has the handler ask `resolve_cuda_kernel` to
+compile it for the device's compute capability (or find it in the disk cache) when it first
+initializes the call.
 
 The launch plan (block size, rows or split schedule) is decided here from the static shapes
 and passed as attributes; the split schedule's scratch memory is an extra output of the custom
@@ -32,7 +34,7 @@ from .runtime.loader import kernel_id
 
 CUDA_TARGET = "jaxkeops_cuda"
 _lock = threading.Lock()
-_ids: dict[tuple, int] = {}
+_kernels: dict[tuple, tuple[int, str]] = {}
 _target_registered = False
 
 
@@ -48,8 +50,21 @@ def register_cuda_target() -> None:
     global _target_registered
     with _lock:
         if not _target_registered:
-            jax.ffi.register_ffi_target(CUDA_TARGET, _ext_cuda().handlers(), platform="CUDA")
+            ext = _ext_cuda()
+            ext.set_resolver(resolve_cuda_kernel)
+            jax.ffi.register_ffi_target(CUDA_TARGET, ext.handlers(), platform="CUDA")
             _target_registered = True
+
+
+def _build_and_register(kid: int, source: str, key: str, arch: int) -> None:
+    path, target = build_cuda_kernel(source, key, arch)
+    _ext_cuda().register_image(kid, target, str(path))
+
+
+def resolve_cuda_kernel(kid: int, source: str, arch: int) -> None:
+    """Compiles `source` for compute capability `arch` (e.g. 90) and registers its image under
+    `kid` (called by the launcher for a call whose kernel this process never lowered)."""
+    _build_and_register(kid, source, cuda_kernel_key(source), arch)
 
 
 def _cuda_plugin_installed() -> bool:
@@ -78,13 +93,13 @@ def gpu_archs() -> tuple[int, ...]:
     return tuple(sorted(archs))
 
 
-def cuda_kernel_id(spec: KernelSpec, in_dtype: str, out_dtype: str) -> int:
+def cuda_kernel(spec: KernelSpec, in_dtype: str, out_dtype: str) -> tuple[int, str]:
     """Renders the kernel (writing its source to the cache) and, when this process has GPUs,
-    compiles and registers it for each of their architectures."""
+    compiles and registers it for each of their architectures; returns its id and source."""
     with _lock:
-        kid = _ids.get((spec, in_dtype, out_dtype))
-    if kid is not None:
-        return kid
+        found = _kernels.get((spec, in_dtype, out_dtype))
+    if found is not None:
+        return found
     source = render_cuda(spec, in_dtype=in_dtype, out_dtype=out_dtype)
     key = cuda_kernel_key(source)
     kid = kernel_id(key)
@@ -93,11 +108,15 @@ def cuda_kernel_id(spec: KernelSpec, in_dtype: str, out_dtype: str) -> int:
     if archs:
         register_cuda_target()
         for arch in archs:
-            path, target = build_cuda_kernel(source, key, arch)
-            _ext_cuda().register_image(kid, target, str(path))
+            _build_and_register(kid, source, key, arch)
     with _lock:
-        _ids[(spec, in_dtype, out_dtype)] = kid
-    return kid
+        _kernels[(spec, in_dtype, out_dtype)] = (kid, source)
+    return kid, source
+
+
+def cuda_kernel_id(spec: KernelSpec, in_dtype: str, out_dtype: str) -> int:
+    """The id of `spec`'s CUDA kernel (see `cuda_kernel`)."""
+    return cuda_kernel(spec, in_dtype, out_dtype)[0]
 
 
 _ffi_rule = jax.ffi.ffi_lowering(CUDA_TARGET)
@@ -107,7 +126,7 @@ def lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
     in_dtype = np.dtype(ctx.avals_in[0].dtype).name if ctx.avals_in else spec.dtype
     values = [a for a, o in zip(ctx.avals_out, spec.outputs) if o.kind == VALUE]
     out_dtype = np.dtype(values[0].dtype).name if values else spec.dtype
-    kid = cuda_kernel_id(spec, in_dtype, out_dtype)
+    kid, source = cuda_kernel(spec, in_dtype, out_dtype)
     batch = tuple(ctx.avals_out[0].shape[:-2])
     plan = plan_launch(spec, n_out, n_red, math.prod(batch))
     avals_out = list(ctx.avals_out)
@@ -117,6 +136,7 @@ def lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
         ctx.replace(avals_out=avals_out),
         *operands,
         kernel_id=np.int64(kid),
+        source=source,
         roles=np.asarray(spec.roles, dtype=np.int64),
         n_batch=np.int64(len(batch)),
         n_red=np.int64(n_red),
@@ -134,4 +154,5 @@ if _cuda_plugin_installed():
     except ImportError:  # a build without the launcher: lowering still works, running fails
         pass
 
-__all__ = ["CUDA_TARGET", "cuda_kernel_id", "gpu_archs", "lower_cuda", "register_cuda_target"]
+__all__ = ["CUDA_TARGET", "cuda_kernel", "cuda_kernel_id", "gpu_archs", "lower_cuda",
+           "register_cuda_target", "resolve_cuda_kernel"]

@@ -136,13 +136,43 @@ def test_with_a_gpu_lowering_compiles_and_registers(monkeypatch, tmp_path):
     monkeypatch.setattr(lowering_cuda, "gpu_archs", lambda: (80, 90))
     monkeypatch.setattr(lowering_cuda, "_ext_cuda", lambda: FakeLauncher)
     monkeypatch.setattr(lowering_cuda, "register_cuda_target", lambda: None)
-    monkeypatch.setattr(lowering_cuda, "_ids", {})
+    monkeypatch.setattr(lowering_cuda, "_kernels", {})
     spec = gauss_spec("float64")
     kid = lowering_cuda.cuda_kernel_id(spec, "float64", "float64")
     assert [(k, t) for k, t, _ in registered] == [(kid, "sm_80"), (kid, "sm_90")]
     assert all(open(p, "rb").read() for _, _, p in registered)
     assert lowering_cuda.cuda_kernel_id(spec, "float64", "float64") == kid
     assert len(registered) == 2  # once per process
+
+
+def test_a_kernel_lowered_elsewhere_is_compiled_from_the_source_in_the_call(monkeypatch,
+                                                                              tmp_path):
+    """What the launcher does for a jax.export artifact whose kernel this process never lowered:
+    the call's `source` attribute is compiled for the device's architecture and registered
+    under the call's `kernel_id`."""
+    from jaxkeops.runtime import cuda_build
+
+    try:
+        cuda_build.find_cuda_compiler()
+    except Exception:
+        pytest.skip("no CUDA compiler")
+    registered = []
+
+    class FakeLauncher:
+        @staticmethod
+        def register_image(kid, target, path):
+            registered.append((kid, target, open(path, "rb").read()))
+
+    monkeypatch.setenv("JAXKEOPS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(lowering_cuda, "_ext_cuda", lambda: FakeLauncher)
+    text = lowered(gauss, *arrays(), platforms=("cuda",))
+    (call,) = custom_calls(text)
+    kid = int(attributes(call)["kernel_id"])
+    source = render_cuda(gauss_spec("float32"), in_dtype="float32", out_dtype="float32")
+    assert kid == kernel_id(cuda_kernel_key(source))
+    lowering_cuda.resolve_cuda_kernel(kid, source, 90)
+    [(got_id, target, image)] = registered
+    assert (got_id, target) == (kid, "sm_90") and image
 
 
 def test_launcher_module():

@@ -94,7 +94,8 @@ def kernels(tmp_path_factory):
     return paths
 
 
-def call(x, y, p, kernel_id=GOOD_ID, n_batch=0, n_red=None, roles=(0, 1, 2), out_shape=None):
+def call(x, y, p, kernel_id=GOOD_ID, n_batch=0, n_red=None, roles=(0, 1, 2), out_shape=None,
+         source=""):
     if n_red is None:
         n_red = y.shape[-2]
     if out_shape is None:
@@ -104,6 +105,7 @@ def call(x, y, p, kernel_id=GOOD_ID, n_batch=0, n_red=None, roles=(0, 1, 2), out
         y,
         p,
         kernel_id=as_attr(kernel_id),
+        source=source,
         roles=np.array(roles, np.int64),
         n_batch=np.int64(n_batch),
         n_red=np.int64(n_red),
@@ -196,6 +198,51 @@ def test_unknown_kernel(kernels):
     x, y, p = data(np.random.default_rng(4), (), (), 3, 3)
     with pytest.raises(Exception, match="not loaded"):
         np.asarray(call(x, y, p, kernel_id=UNKNOWN_ID))
+
+
+@pytest.fixture
+def resolver():
+    """Replaces jaxkeops's resolver (which builds generated sources) for one test."""
+    from jaxkeops import _lowering
+
+    calls = []
+    yield calls
+    _ext.set_resolver(_lowering.resolve_exported_kernel)
+
+
+def test_an_unknown_kernel_with_a_source_is_resolved_once_then_runs(kernels, resolver):
+    """The path of a jax.export artifact in a new process: the handler hands the call's id and
+    source to the resolver, which registers a kernel under that id."""
+    new_id = 0xE0000000000000AB
+
+    def resolve(kernel_id, source):
+        resolver.append((kernel_id, source))
+        _ext.register_kernel(kernel_id, kernels["good"])
+
+    _ext.set_resolver(resolve)
+    x, y, p = data(np.random.default_rng(8), (), (), 5, 6)
+    out = call(x, y, p, kernel_id=new_id, source="// the kernel's source")
+    np.testing.assert_allclose(np.asarray(out), reference(x, y, p), rtol=1e-5)
+    assert resolver == [(as_attr(new_id), "// the kernel's source")]
+    call(x, y, p, kernel_id=new_id, source="// the kernel's source").block_until_ready()
+    assert len(resolver) == 1
+
+
+def test_a_failing_resolver_gives_an_error_not_a_crash(kernels, resolver):
+    def resolve(kernel_id, source):
+        raise RuntimeError("no compiler here")
+
+    _ext.set_resolver(resolve)
+    x, y, p = data(np.random.default_rng(9), (), (), 3, 3)
+    with pytest.raises(Exception, match="could not be built: .*no compiler here"):
+        np.asarray(call(x, y, p, kernel_id=0xE0000000000000AC, source="int x;"))
+
+
+def test_a_resolver_that_registers_nothing_is_reported(kernels, resolver):
+    _ext.set_resolver(lambda kernel_id, source: None)
+    x, y, p = data(np.random.default_rng(10), (), (), 3, 3)
+    with pytest.raises(Exception, match="did not register kernel 0xe0000000000000ad"):
+        np.asarray(call(x, y, p, kernel_id=0xE0000000000000AD, source="int x;"))
 
 
 @pytest.mark.parametrize("m, n", [(4, 4), (4000, 3000)])  # inline, threaded
