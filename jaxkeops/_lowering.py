@@ -22,6 +22,9 @@ from .runtime import build_cpu_kernel, find_toolchain, kernel_key, load_kernel
 
 CPU_TARGET = "jaxkeops_cpu"
 jax.ffi.register_ffi_target(CPU_TARGET, _ext.cpu_handler(), platform="cpu")
+# Calls lowered for several devices carry num_batch_dims (see _partition.py): XLA's SPMD
+# partitioner then splits them along those leading dims.
+jax.ffi.register_ffi_target_as_batch_partitionable(CPU_TARGET)
 
 _kernels: dict[KernelSpec, tuple[int, str]] = {}
 _lock = threading.Lock()
@@ -60,10 +63,13 @@ _ext.set_resolver(resolve_exported_kernel)
 _ffi_rule = jax.ffi.ffi_lowering(CPU_TARGET)
 
 
-def lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
+def lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int,
+              extra_attributes: dict | None = None):
     kid, source = cpu_kernel(spec)
     n_batch = len(ctx.avals_out[0].shape) - 2
-    return _ffi_rule(
+    rule = (_ffi_rule if extra_attributes is None
+            else jax.ffi.ffi_lowering(CPU_TARGET, extra_attributes=extra_attributes))
+    return rule(
         ctx,
         *operands,
         kernel_id=np.int64(kid),

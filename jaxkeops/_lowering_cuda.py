@@ -53,6 +53,7 @@ def register_cuda_target() -> None:
             ext = _ext_cuda()
             ext.set_resolver(resolve_cuda_kernel)
             jax.ffi.register_ffi_target(CUDA_TARGET, ext.handlers(), platform="CUDA")
+            jax.ffi.register_ffi_target_as_batch_partitionable(CUDA_TARGET)
             _target_registered = True
 
 
@@ -122,17 +123,23 @@ def cuda_kernel_id(spec: KernelSpec, in_dtype: str, out_dtype: str) -> int:
 _ffi_rule = jax.ffi.ffi_lowering(CUDA_TARGET)
 
 
-def lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
+def lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int,
+               extra_attributes: dict | None = None):
+    """`extra_attributes` (SPMD partitioning) also forces the rows schedule: the split one's
+    scratch output has no batch dims for the partitioner to split."""
     in_dtype = np.dtype(ctx.avals_in[0].dtype).name if ctx.avals_in else spec.dtype
     values = [a for a, o in zip(ctx.avals_out, spec.outputs) if o.kind == VALUE]
     out_dtype = np.dtype(values[0].dtype).name if values else spec.dtype
     kid, source = cuda_kernel(spec, in_dtype, out_dtype)
     batch = tuple(ctx.avals_out[0].shape[:-2])
-    plan = plan_launch(spec, n_out, n_red, math.prod(batch))
+    plan = plan_launch(spec, n_out, n_red, math.prod(batch),
+                       schedule="rows" if extra_attributes is not None else None)
     avals_out = list(ctx.avals_out)
     if plan.split:
         avals_out.append(jax.core.ShapedArray((plan.scratch_bytes,), np.dtype(np.uint8)))
-    results = _ffi_rule(
+    rule = (_ffi_rule if extra_attributes is None
+            else jax.ffi.ffi_lowering(CUDA_TARGET, extra_attributes=extra_attributes))
+    results = rule(
         ctx.replace(avals_out=avals_out),
         *operands,
         kernel_id=np.int64(kid),

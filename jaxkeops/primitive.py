@@ -16,6 +16,8 @@ Rules:
   transpose of its formula. Reverse mode is the transpose of forward mode, to any order.
 - Batching: a vmapped axis becomes one more leading batch dim of the kernel: no loop, no copy
   of unbatched operands.
+- Lowering: one FFI call on one device; for several devices (jit over sharded arrays), one call
+  over blocks of pairs that XLA's SPMD partitioner splits, and a merge (see `_partition.py`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Primitive
+from jax.extend.mlir.dialects import sdy
 from jax.interpreters import ad, batching, mlir
 
 from ._lowering import lower_cpu
 from ._lowering_cuda import lower_cuda
+from ._partition import blocked_reduction, sharding_factors
 from ._select import evaluate_at_selection
 from .autodiff import INDEX_ONLY, SELECTING, jvp, sum_tangent_formula, transpose
 from .codegen.spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
@@ -63,8 +67,81 @@ def _impl(*args, spec, n_out, n_red):
 
 reduction_p.def_impl(_impl)
 reduction_p.def_abstract_eval(_abstract_eval)
+# ----------------------------------------------------------------------------------------------
+# Lowering. For several devices (under jit with sharded data) a reduction becomes one kernel call
+# over S_i x S_j blocks of pairs, exposed as batch dims that XLA's SPMD partitioner splits, and a
+# merge of the partial results (_partition.py). The blocked call binds `block_reduction_p`.
+block_reduction_p = Primitive("jaxkeops_block_reduction")
+block_reduction_p.multiple_results = True
+block_reduction_p.def_abstract_eval(_abstract_eval)
+
+
+def _spmd_devices(ctx) -> int:
+    """How many devices XLA's SPMD partitioner spreads this call over (1 under shard_map or
+    pmap, whose bodies run per device)."""
+    context = ctx.module_context.axis_context
+    if getattr(context, "manual_axes", None):
+        return 1
+    count = getattr(context, "num_devices", None)
+    if count is None:
+        mesh = getattr(context, "mesh", None)
+        count = mesh.size if mesh is not None else 1
+    return int(count)
+
+
+def _partitioning_attributes(ctx, spec: KernelSpec) -> dict:
+    """Tells XLA that the call's leading dims are batch dims it may split (GSPMD reads
+    num_batch_dims, Shardy the sharding rule); rows and feature dims stay whole."""
+    n_batch = len(ctx.avals_out[0].shape) - 2
+    attributes = {"mhlo.frontend_attributes": mlir.ir_attribute({"num_batch_dims": str(n_batch)})}
+    if jax.config.jax_use_shardy_partitioner:
+        f = sharding_factors(spec.roles, [a.shape for a in ctx.avals_in],
+                             [a.shape for a in ctx.avals_out])
+
+        def mapping(dims):
+            return sdy.TensorMappingAttr.get(
+                dim_mappings=[sdy.DimMappingAttr.get(factor_indices=[d]) for d in dims])
+
+        attributes["sdy.sharding_rule"] = sdy.OpShardingRuleAttr.get(
+            factor_sizes=list(f.sizes), operand_mappings=[mapping(o) for o in f.operands],
+            result_mappings=[mapping(r) for r in f.results], is_custom=True,
+            reduction_factors=[], need_replication_factors=list(f.replicated),
+            permutation_factors=[])
+    return attributes
+
+
+def _lower_blocks_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
+    return lower_cpu(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
+                     extra_attributes=_partitioning_attributes(ctx, spec))
+
+
+def _lower_blocks_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
+    return lower_cuda(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
+                      extra_attributes=_partitioning_attributes(ctx, spec))
+
+
+def _bind_blocks(spec: KernelSpec, operands: Sequence, n_out: int, n_red: int) -> list:
+    return block_reduction_p.bind(*operands, spec=spec, n_out=n_out, n_red=n_red)
+
+
+def _lower_spread(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int, devices: int):
+    return mlir.lower_fun(
+        lambda *xs: blocked_reduction(spec, xs, n_out, n_red, devices, _bind_blocks),
+        multiple_results=True)(ctx, *operands)
+
+
+def _lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
+    if (devices := _spmd_devices(ctx)) > 1:
+        return _lower_spread(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
+                             devices=devices)
+    return lower_cuda(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red)
+
+
 def _lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
     if spec.storage_dtype is None:
+        if (devices := _spmd_devices(ctx)) > 1:
+            return _lower_spread(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
+                                 devices=devices)
         return lower_cpu(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red)
     # CPU kernels compute half-precision data in float32: convert around a float32 kernel.
     wide = dataclasses.replace(spec, storage_dtype=None)
@@ -79,7 +156,9 @@ def _lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
 
 
 mlir.register_lowering(reduction_p, _lower_cpu, platform="cpu")
-mlir.register_lowering(reduction_p, lower_cuda, platform="cuda")
+mlir.register_lowering(reduction_p, _lower_cuda, platform="cuda")
+mlir.register_lowering(block_reduction_p, _lower_blocks_cpu, platform="cpu")
+mlir.register_lowering(block_reduction_p, _lower_blocks_cuda, platform="cuda")
 
 
 def bind_reduction(spec: KernelSpec, operands: Sequence, n_out: int, n_red: int) -> list:
