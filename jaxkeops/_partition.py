@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 from .codegen.spec import ROLE_INNER, ROLE_OUTER, KernelSpec
 from .formulas import CAT_P, Var, variables
@@ -75,6 +77,42 @@ def _from_blocks(out: jax.Array) -> jax.Array:
     return out.reshape(*batch, s_i * chunk, w)
 
 
+def _explicit_mesh(arrays):
+    """The mesh of arrays whose types carry their sharding (explicit axes), else None."""
+    for a in arrays:
+        mesh = jax.typeof(a).sharding.mesh
+        if not mesh.empty and AxisType.Explicit in tuple(mesh.axis_types):
+            return mesh
+    return None
+
+
+def _common_explicit_split(blocks: list) -> list:
+    """With explicit sharding, array types carry their splits, and an operation may not mix
+    arrays split over the same mesh axis on different dims (x over i and y over j on one
+    axis). Every block operand is resharded to one common split of the batch and block dims:
+    each dim takes the axes of the first operand that splits it, each mesh axis once (i before
+    j: an axis that splits both gathers the reduced operands over it, as it must)."""
+    mesh = _explicit_mesh(blocks)
+    if mesh is None:
+        return blocks
+    n_dims = blocks[0].ndim - 2
+    used: set[str] = set()
+    target: list = []
+    for d in range(n_dims):
+        axes: tuple[str, ...] = ()
+        for b in blocks:
+            entry = jax.typeof(b).sharding.spec[d] if d < len(jax.typeof(b).sharding.spec) else None
+            found = () if entry is None else (entry if isinstance(entry, tuple) else (entry,))
+            found = tuple(a for a in found if a not in used)
+            if found and b.shape[d] % math.prod(mesh.shape[a] for a in found) == 0:
+                axes = found
+                break
+        used.update(axes)
+        target.append(axes or None)
+    with jax.sharding.use_abstract_mesh(mesh):
+        return [jax.sharding.reshard(b, P(*target, None, None)) for b in blocks]
+
+
 def blocked_reduction(spec: KernelSpec, operands: Sequence[jax.Array], n_out: int, n_red: int,
                       n_devices: int, bind_blocks: BindBlocks) -> list:
     """The reduction as one call over S_i x S_j blocks, and the merge of its S_j partials."""
@@ -82,6 +120,7 @@ def blocked_reduction(spec: KernelSpec, operands: Sequence[jax.Array], n_out: in
     batch = tuple(np.broadcast_shapes(*shapes)) if shapes else ()
     s_i, s_j = block_counts(spec, n_out, n_red, n_devices)
     blocks = [_to_blocks(a, role, batch, s_i, s_j) for a, role in zip(operands, spec.roles)]
+    blocks = _common_explicit_split(blocks)
     by_var = dict(zip(spec.args, blocks))
     n_local = n_red // s_j
     # XLA's batch partitioner splits the call the way its first operand is split, unless every

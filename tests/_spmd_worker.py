@@ -24,7 +24,7 @@ if os.environ.get("JAXKEOPS_TEST_GSPMD") == "1":
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from jaxkeops import Vi, Vj  # noqa: E402
@@ -92,8 +92,12 @@ TRANSFORMS = {
                             argnums=(0, 1)),
 }
 
-MESH_1D = jax.make_mesh((4,), ("a",))
-MESH_2D = jax.make_mesh((2, 2), ("r", "c"))
+# jax.make_mesh gives explicit axes (shardings in the array types); the auto meshes check the
+# other mode, where only XLA's propagation knows the shardings.
+MESH_1D = jax.make_mesh((4,), ("a",), axis_types=(AxisType.Explicit,))
+MESH_2D = jax.make_mesh((2, 2), ("r", "c"), axis_types=(AxisType.Explicit,) * 2)
+AUTO_1D = jax.make_mesh((4,), ("a",), axis_types=(AxisType.Auto,))
+AUTO_2D = jax.make_mesh((2, 2), ("r", "c"), axis_types=(AxisType.Auto,) * 2)
 
 
 def put(a, mesh, spec):
@@ -106,6 +110,22 @@ SPLITS = {
                           put(w, MESH_1D, P("a"))),
     "ij": lambda x, y, w: (put(x, MESH_2D, P("r")), put(y, MESH_2D, P("c")),
                            put(w, MESH_2D, P("c"))),
+}
+# x and y split over the same axis: i takes it, and y is gathered (it must be, to pair every
+# x_i with every y_j without a ring of collective permutes).
+SAME_AXIS = {
+    "same-axis": lambda x, y, w: (put(x, MESH_1D, P("a")), put(y, MESH_1D, P("a")),
+                                  put(w, MESH_1D, P("a"))),
+    "same-axis-auto": lambda x, y, w: (put(x, AUTO_1D, P("a")), put(y, AUTO_1D, P("a")),
+                                       put(w, AUTO_1D, P("a"))),
+}
+AUTO = {
+    "i-auto": lambda x, y, w: (put(x, AUTO_1D, P("a")), put(y, AUTO_1D, P()),
+                               put(w, AUTO_1D, P())),
+    "j-auto": lambda x, y, w: (put(x, AUTO_1D, P()), put(y, AUTO_1D, P("a")),
+                               put(w, AUTO_1D, P("a"))),
+    "ij-auto": lambda x, y, w: (put(x, AUTO_2D, P("r")), put(y, AUTO_2D, P("c")),
+                                put(w, AUTO_2D, P("c"))),
 }
 
 
@@ -162,6 +182,10 @@ def cases():
             yield f"{name}-{split}", f, (X, Y, W), lambda s=shard: s(X, Y, W), dense
         for name, f in TRANSFORMS.items():
             yield f"{name}-{split}", f, (X, Y, W), lambda s=shard: s(X, Y, W), None
+    for split, shard in {**SAME_AXIS, **AUTO}.items():
+        for name in ("Sum", "LogSumExp", "ArgKMin", "grad"):
+            f, dense = REDUCTIONS.get(name, (TRANSFORMS.get(name), None))
+            yield f"{name}-{split}", f, (X, Y, W), lambda s=shard: s(X, Y, W), dense
     # vmap: the mapped axis sharded, and a batch of point clouds against one sharded over j.
     vlse = jax.vmap(REDUCTIONS["LogSumExp"][0], in_axes=(0, None, None))
     yield "vmap-batch", vlse, (XB, Y, W), lambda: (put(XB, MESH_1D, P("a")),
