@@ -101,7 +101,7 @@ def test_docstrings_become_markdown_with_code_examples():
                              "    **options: for \\*f\\*.\n\nExamples:\n    >>> 2 ** 3\n    8\n")
 
 
-@pytest.mark.parametrize("package", ["ops", "ot", "nn", "ott"])
+@pytest.mark.parametrize("package", ["ops", "ot", "nn", "ott", "cluster"])
 def test_api_pages_list_each_package_all(package):
     """An application package's API page names exactly its __all__ (a name added to the
     package must be added to the page too)."""
