@@ -168,6 +168,11 @@ struct Launch {
   size_t n_args = 0;                 // bases/strides hold the inputs first, then the outputs
   std::vector<char*> bases;
   std::vector<int64_t> strides;  // bytes per batch index, [operand * n_batch + dim]; 0 = broadcast
+  // Block-sparse ranges (shared by every batch element), or n_ranges = -1.
+  int64_t n_ranges = -1;
+  const int32_t* ranges = nullptr;
+  const int32_t* slices = nullptr;
+  const int32_t* redranges = nullptr;
 
   int64_t batch_count() const {
     int64_t n = 1;
@@ -179,7 +184,8 @@ struct Launch {
   ffi::Error RunRange(int64_t begin, int64_t end) const {
     const size_t n_ops = bases.size(), nb_dims = batch_shape.size();
     std::vector<void*> ptrs(n_ops);
-    jk_task task{ptrs.data(), ptrs.data() + n_args, n_out, n_red, 0, 0};
+    jk_task task{ptrs.data(), ptrs.data() + n_args, n_out, n_red, 0, 0,
+                 n_ranges, ranges, slices, redranges};
     while (begin < end) {
       task.row_begin = begin % n_out;
       task.row_end = std::min(n_out, task.row_begin + (end - begin));
@@ -228,19 +234,71 @@ struct Dealer {
 };
 
 // Fills `launch` from the call's buffers, or explains which buffer does not fit.
-ffi::Error Prepare(ffi::Span<const int64_t> roles, int64_t n_batch, int64_t n_red,
+// Checks the block-sparse ranges (the last 3 inputs) against n_out and n_red: a bad bound would
+// make the kernel read outside its buffers.
+ffi::Error PrepareRanges(const ffi::RemainingArgs& args, size_t first, Launch& launch) {
+  const char* names[3] = {"ranges", "slices", "redranges"};
+  const size_t ranks[3] = {2, 1, 2};
+  const int32_t* data[3];
+  int64_t lengths[3];
+  for (size_t k = 0; k < 3; ++k) {
+    auto buf = args.get<ffi::AnyBuffer>(first + k);
+    if (buf.has_error()) return buf.error();
+    auto dims = buf->dimensions();
+    if (buf->element_type() != ffi::DataType::S32 || dims.size() != ranks[k] ||
+        (ranks[k] == 2 && dims[1] != 2))
+      return Invalid(std::string(names[k]) + " must be int32 of shape " +
+                     (ranks[k] == 2 ? "(n, 2)" : "(n,)") + ", got shape " + ShapeStr(dims));
+    data[k] = static_cast<const int32_t*>(buf->untyped_data());
+    lengths[k] = dims[0];
+  }
+  if (lengths[1] != lengths[0])
+    return Invalid("slices has " + std::to_string(lengths[1]) + " entries but ranges has " +
+                   std::to_string(lengths[0]) + " rows");
+  const int32_t *ranges = data[0], *slices = data[1], *red = data[2];
+  int64_t previous_end = 0, previous_slice = 0;
+  for (int64_t k = 0; k < lengths[0]; ++k) {
+    const int64_t a = ranges[2 * k], b = ranges[2 * k + 1];
+    if (a < previous_end || b < a || b > launch.n_out)
+      return Invalid("ranges row " + std::to_string(k) + " is [" + std::to_string(a) + ", " +
+                     std::to_string(b) + "): row ranges must be sorted, disjoint and within [0, " +
+                     std::to_string(launch.n_out) + "]");
+    if (slices[k] < previous_slice || slices[k] > lengths[2])
+      return Invalid("slices[" + std::to_string(k) + "] = " + std::to_string(slices[k]) +
+                     ": slices must be non-decreasing ends into redranges (" +
+                     std::to_string(lengths[2]) + " rows)");
+    previous_end = b;
+    previous_slice = slices[k];
+  }
+  for (int64_t q = 0; q < lengths[2]; ++q) {
+    const int64_t a = red[2 * q], b = red[2 * q + 1];
+    if (a < 0 || b < a || b > launch.n_red)
+      return Invalid("redranges row " + std::to_string(q) + " is [" + std::to_string(a) + ", " +
+                     std::to_string(b) + "), not within [0, " + std::to_string(launch.n_red) +
+                     "]");
+  }
+  launch.n_ranges = lengths[0];
+  launch.ranges = ranges;
+  launch.slices = slices;
+  launch.redranges = red;
+  return ffi::Error::Success();
+}
+
+ffi::Error Prepare(ffi::Span<const int64_t> roles, int64_t n_batch, int64_t n_red, bool ranged,
                    const ffi::RemainingArgs& args, const ffi::RemainingRets& rets, Launch& launch) {
   if (n_batch < 0 || n_red < 0)
     return Invalid("n_batch and n_red must be >= 0, got n_batch=" + std::to_string(n_batch) +
                    ", n_red=" + std::to_string(n_red));
-  if (roles.size() != args.size())
-    return Invalid("got " + std::to_string(args.size()) + " inputs but " +
+  if (ranged && args.size() < 3) return Invalid("a block-sparse call needs its 3 range inputs");
+  const size_t n_kernel_args = args.size() - (ranged ? 3 : 0);
+  if (roles.size() != n_kernel_args)
+    return Invalid("got " + std::to_string(n_kernel_args) + " kernel inputs but " +
                    std::to_string(roles.size()) + " roles");
   if (rets.size() == 0) return Invalid("the call has no outputs");
   const size_t rank = static_cast<size_t>(n_batch) + 2;
 
   std::vector<ffi::AnyBuffer> bufs;
-  for (size_t i = 0; i < args.size(); ++i) {
+  for (size_t i = 0; i < n_kernel_args; ++i) {
     auto buf = args.get<ffi::AnyBuffer>(i);
     if (buf.has_error()) return buf.error();
     bufs.push_back(*buf);
@@ -251,7 +309,7 @@ ffi::Error Prepare(ffi::Span<const int64_t> roles, int64_t n_batch, int64_t n_re
     bufs.push_back(**buf);
   }
 
-  auto out0 = bufs[args.size()].dimensions();
+  auto out0 = bufs[n_kernel_args].dimensions();
   if (out0.size() != rank)
     return Invalid("output 0 has shape " + ShapeStr(out0) + ", expected rank " +
                    std::to_string(rank) + " (n_batch=" + std::to_string(n_batch) +
@@ -259,11 +317,11 @@ ffi::Error Prepare(ffi::Span<const int64_t> roles, int64_t n_batch, int64_t n_re
   launch.batch_shape.assign(out0.begin(), out0.begin() + n_batch);
   launch.n_out = out0[n_batch];
   launch.n_red = n_red;
-  launch.n_args = args.size();
+  launch.n_args = n_kernel_args;
 
   for (size_t k = 0; k < bufs.size(); ++k) {
-    const bool is_out = k >= args.size();
-    const size_t i = is_out ? k - args.size() : k;
+    const bool is_out = k >= n_kernel_args;
+    const size_t i = is_out ? k - n_kernel_args : k;
     const std::string name = (is_out ? "output " : "input ") + std::to_string(i);
     auto dims = bufs[k].dimensions();
     if (dims.size() != rank)
@@ -304,6 +362,7 @@ ffi::Error Prepare(ffi::Span<const int64_t> roles, int64_t n_batch, int64_t n_re
     launch.strides.insert(launch.strides.end(), s.begin(), s.end());
     launch.bases.push_back(static_cast<char*>(bufs[k].untyped_data()));
   }
+  if (ranged) return PrepareRanges(args, n_kernel_args, launch);
   return ffi::Error::Success();
 }
 
@@ -334,7 +393,7 @@ ffi::Future ReadyFuture(ffi::Error error) {
 
 ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, std::string_view source,
                     ffi::Span<const int64_t> roles, int64_t n_batch, int64_t n_red,
-                    ffi::RemainingArgs args, ffi::RemainingRets rets) {
+                    int64_t ranged, ffi::RemainingArgs args, ffi::RemainingRets rets) {
   auto launch = std::make_shared<Launch>();
   launch->kernel_id = static_cast<uint64_t>(kernel_id);
   launch->run = FindKernel(launch->kernel_id);
@@ -343,7 +402,8 @@ ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, std::string_view so
       return ReadyFuture(ffi::Error(ffi::ErrorCode::kFailedPrecondition, "jaxkeops: " + msg));
     launch->run = FindKernel(launch->kernel_id);
   }
-  if (ffi::Error err = Prepare(roles, n_batch, n_red, args, rets, *launch); !err.success())
+  if (ffi::Error err = Prepare(roles, n_batch, n_red, ranged != 0, args, rets, *launch);
+      !err.success())
     return ReadyFuture(std::move(err));
 
   // Parallelism is over output rows only (the reduction is not split), with batch elements
@@ -383,6 +443,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxkeopsCpu, Execute,
                                   .Attr<ffi::Span<const int64_t>>("roles")
                                   .Attr<int64_t>("n_batch")
                                   .Attr<int64_t>("n_red")
+                                  .Attr<int64_t>("ranged")
                                   .RemainingArgs()
                                   .RemainingRets());
 

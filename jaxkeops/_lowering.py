@@ -65,6 +65,7 @@ _ffi_rule = jax.ffi.ffi_lowering(CPU_TARGET)
 
 def lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int,
               extra_attributes: dict | None = None):
+    """`operands`: the kernel's, then for a block-sparse spec the 3 range arrays of its axis."""
     kid, source = cpu_kernel(spec)
     n_batch = len(ctx.avals_out[0].shape) - 2
     rule = (_ffi_rule if extra_attributes is None
@@ -77,4 +78,5 @@ def lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int,
         roles=np.asarray(spec.roles, dtype=np.int64),
         n_batch=np.int64(n_batch),
         n_red=np.int64(n_red),
+        ranged=np.int64(spec.ranged),
     )

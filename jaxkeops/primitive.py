@@ -47,6 +47,7 @@ reduction_p.multiple_results = True
 
 
 def _abstract_eval(*avals, spec: KernelSpec, n_out: int, n_red: int):
+    avals = avals[:len(spec.args)]  # a block-sparse call's range arrays follow
     batch = np.broadcast_shapes(*(tuple(a.shape[:-2]) for a in avals)) if avals else ()
     result = []
     for out in spec.outputs:
@@ -130,7 +131,21 @@ def _lower_spread(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int, devi
         multiple_results=True)(ctx, *operands)
 
 
+def _ranges_of_axis(ctx, operands, spec: KernelSpec):
+    """A block-sparse call's context and operands: the kernel's, then the 3 range arrays of the
+    reduced axis (the first half of the 6-tuple for axis=1, the second for axis=0)."""
+    n = len(spec.args)
+    half = slice(n, n + 3) if spec.axis == 1 else slice(n + 3, n + 6)
+    avals = [*ctx.avals_in[:n], *ctx.avals_in[half]]
+    return ctx.replace(avals_in=avals), [*operands[:n], *operands[half]]
+
+
 def _lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
+    if spec.ranged:
+        raise NotImplementedError(
+            "jaxkeops: block-sparse reductions (ranges=) run on the CPU only so far; the CUDA "
+            "schedule does not skip tiles yet. Drop ranges= (the result is then dense) or run "
+            "this reduction on the CPU")
     if (devices := _spmd_devices(ctx)) > 1:
         return _lower_spread(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
                              devices=devices)
@@ -138,6 +153,10 @@ def _lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
 
 
 def _lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
+    if spec.storage_dtype is None and spec.ranged:
+        # Not split over devices: block sizes would cut the clusters (XLA gathers the operands).
+        ctx, operands = _ranges_of_axis(ctx, operands, spec)
+        return lower_cpu(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red)
     if spec.storage_dtype is None:
         if (devices := _spmd_devices(ctx)) > 1:
             return _lower_spread(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
@@ -147,8 +166,9 @@ def _lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
     wide = dataclasses.replace(spec, storage_dtype=None)
 
     def widened(*args):
-        outs = reduction_p.bind(*(a.astype(jnp.float32) for a in args), spec=wide,
-                                n_out=n_out, n_red=n_red)
+        n = len(spec.args)  # range arrays (after the kernel operands) stay int32
+        outs = reduction_p.bind(*(a.astype(jnp.float32) for a in args[:n]), *args[n:],
+                                spec=wide, n_out=n_out, n_red=n_red)
         return [o if out.kind == INDEX else o.astype(spec.storage_dtype)
                 for o, out in zip(outs, spec.outputs)]
 
@@ -167,12 +187,14 @@ def bind_reduction(spec: KernelSpec, operands: Sequence, n_out: int, n_red: int)
 
 def _bind_formulas(base: KernelSpec, formulas: tuple[Node, ...], reduction: str, axis: int,
                    operands: dict[Var, jax.Array], n_out: int, n_red: int,
-                   k: int | None = None) -> list:
-    """Binds a new reduction of `formulas`, taking from `operands` the variables they use."""
+                   k: int | None = None, ranges: Sequence = ()) -> list:
+    """Binds a new reduction of `formulas`, taking from `operands` the variables they use;
+    `ranges`: the base's 6 range arrays (a block-sparse derivative keeps them, and one over the
+    other axis uses their other half)."""
     used = tuple(variables(*formulas))
     spec = dataclasses.replace(base, formulas=formulas, reduction=reduction, axis=axis, k=k,
                                args=used)
-    return bind_reduction(spec, [operands[v] for v in used], n_out, n_red)
+    return bind_reduction(spec, [*(operands[v] for v in used), *ranges], n_out, n_red)
 
 
 class _Fresh:
@@ -199,6 +221,7 @@ def _zero_tangent(x) -> ad.Zero:
 
 def _jvp_rule(primals, tangents, *, spec: KernelSpec, n_out: int, n_red: int):
     outs = bind_reduction(spec, primals, n_out, n_red)
+    ranges = primals[len(spec.args):]
     fresh = _Fresh(spec)
     operands = dict(zip(spec.args, primals))
     tangent_vars = {}
@@ -211,7 +234,8 @@ def _jvp_rule(primals, tangents, *, spec: KernelSpec, n_out: int, n_red: int):
     if spec.reduction in INDEX_ONLY or not tangent_vars:
         return outs, zero_tangents
     if spec.reduction in SELECTING:
-        return outs, _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red)
+        return outs, _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red,
+                                         ranges)
     out_var = lse_var = sign_var = None
     if spec.reduction in ("LogSumExp", "LogSumExpSigned", "SumSoftMaxWeight"):
         out_var = fresh.var(outs[0].shape[-1], _outer_cat(spec))
@@ -222,24 +246,25 @@ def _jvp_rule(primals, tangents, *, spec: KernelSpec, n_out: int, n_red: int):
     if spec.reduction == "SumSoftMaxWeight":
         lse_var = fresh.var(1, _outer_cat(spec))
         operands[lse_var] = _bind_formulas(spec, spec.formulas[:1], "LogSumExp", spec.axis,
-                                           operands, n_out, n_red)[0]
+                                           operands, n_out, n_red, ranges=ranges)[0]
     formula = sum_tangent_formula(spec.reduction, spec.formulas, tangent_vars, out_var, lse_var,
                                   sign_var)
     if formula is None:
         return outs, zero_tangents
-    tangent = _bind_formulas(spec, (formula,), "Sum", spec.axis, operands, n_out, n_red)[0]
+    tangent = _bind_formulas(spec, (formula,), "Sum", spec.axis, operands, n_out, n_red,
+                             ranges=ranges)[0]
     # Only the first output moves: the other one of LogSumExpSigned is a sign.
     return outs, [tangent, *zero_tangents[1:]]
 
 
-def _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red):
+def _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red, ranges):
     """Min/Max/KMin: dF at the pairs the reduction selected (index outputs: zero tangents)."""
     kinds = [o.kind for o in spec.outputs]
     if INDEX in kinds:
         indices = outs[kinds.index(INDEX)]
     else:
         indices = _bind_formulas(spec, spec.formulas, SELECTING[spec.reduction], spec.axis,
-                                 operands, n_out, n_red, k=spec.k)[0]
+                                 operands, n_out, n_red, k=spec.k, ranges=ranges)[0]
     derivative = jvp(spec.formulas[0], tangent_vars)
     result = []
     for out, kind in zip(outs, kinds):
@@ -281,7 +306,8 @@ def _transpose_rule(cts, *operands, spec: KernelSpec, n_out: int, n_red: int):
         formula = cotangents[members[0]]
         for v in members[1:]:
             formula = make("Concat", formula, cotangents[v])
-        out = _bind_formulas(spec, (formula,), "Sum", axis, known, rows_out, rows_red)[0]
+        out = _bind_formulas(spec, (formula,), "Sum", axis, known, rows_out, rows_red,
+                             ranges=operands[len(spec.args):])[0]
         start = 0
         for v in members:
             part = out[..., start:start + v.dim]
@@ -289,8 +315,9 @@ def _transpose_rule(cts, *operands, spec: KernelSpec, n_out: int, n_red: int):
             if role == ROLE_PARAM:
                 part = jnp.sum(part, axis=-2, keepdims=True)
             results[v] = part
-    return [_sum_to_shape(results[v], op.aval.shape) if v in results else None
-            for v, op in zip(spec.args, operands)]
+    return [*(_sum_to_shape(results[v], op.aval.shape) if v in results else None
+              for v, op in zip(spec.args, operands)),
+            *(None for _ in operands[len(spec.args):])]
 
 
 def _sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -308,13 +335,18 @@ ad.primitive_transposes[reduction_p] = _transpose_rule
 # Batching.
 def _batch_rule(args, dims, *, spec, n_out, n_red):
     """vmap: the mapped axis becomes one more leading batch dim of the kernel (no loop)."""
+    n = len(spec.args)
+    if any(d is not None for d in dims[n:]):
+        raise NotImplementedError(
+            "jaxkeops: vmap over block-sparse ranges is not supported: every batch element "
+            "shares one ranges tuple (pass it unbatched, or loop over the ranges)")
     moved = []
-    for a, d in zip(args, dims):
+    for a, d in zip(args[:n], dims[:n]):
         if d is None:  # not mapped: a size-1 batch dim, broadcast inside the kernel
             moved.append(a.reshape((1,) + a.shape))
         else:
             moved.append(jnp.moveaxis(a, d, 0))
-    outs = reduction_p.bind(*moved, spec=spec, n_out=n_out, n_red=n_red)
+    outs = reduction_p.bind(*moved, *args[n:], spec=spec, n_out=n_out, n_red=n_red)
     return outs, [0] * len(outs)
 
 

@@ -109,6 +109,7 @@ def call(x, y, p, kernel_id=GOOD_ID, n_batch=0, n_red=None, roles=(0, 1, 2), out
         roles=np.array(roles, np.int64),
         n_batch=np.int64(n_batch),
         n_red=np.int64(n_red),
+        ranged=np.int64(0),
     )
 
 
@@ -126,7 +127,7 @@ def data(rng, batch_x, batch_y, m, n):
 
 
 def test_module_info(kernels):
-    assert _ext.abi_version() == 1
+    assert _ext.abi_version() == 2  # 2: jk_task carries block-sparse ranges
     assert _ext.is_registered(GOOD_ID)
     assert _ext.is_registered(int(as_attr(GOOD_ID)))  # the signed view names the same kernel
     assert not _ext.is_registered(UNKNOWN_ID)
@@ -275,7 +276,7 @@ def test_bad_batch(kernels):
 
 def test_bad_roles(kernels):
     x, y, p = data(np.random.default_rng(9), (), (), 3, 3)
-    with pytest.raises(Exception, match="3 inputs but 2 roles"):
+    with pytest.raises(Exception, match="3 kernel inputs but 2 roles"):
         np.asarray(call(x, y, p, roles=(0, 1)))
     with pytest.raises(Exception, match="unknown role 5"):
         np.asarray(call(x, y, p, roles=(0, 1, 5)))

@@ -44,6 +44,9 @@ class KernelSpec:
     # the compute dtype, "float64" for float32 (or float16/bfloat16-stored) data. Normalised:
     # an accumulator equal to the compute dtype becomes None, so it names the same kernel.
     accumulator: str | None = None
+    # Block-sparse (KeOps's `ranges`): the primitive takes the 6 range arrays after the kernel
+    # operands, and the kernel call the 3 of its axis. The kernel source is the same.
+    ranged: bool = False
 
     def __post_init__(self):
         if self.reduction not in REDUCTIONS:

@@ -409,7 +409,7 @@ class FormulaMethods:
             [8.0, 8.0, 8.0]
         """
         f, leaves, var = self._with_variable(v, e)
-        return self._make(calculus.grad(f[0], var, f[2]), leaves)
+        return self._make(calculus.grad(f[0], var, f[2]), leaves, self.ranges)
 
     def diff(self, v: LazyTensor, e: Any) -> LazyTensor:
         """The derivative of self with respect to the variable `v` along `e` (KeOps's Diff).
@@ -422,7 +422,7 @@ class FormulaMethods:
             (2, 4)
         """
         f, leaves, var = self._with_variable(v, e)
-        return self._make(calculus.diff(f[0], var, f[2]), leaves)
+        return self._make(calculus.diff(f[0], var, f[2]), leaves, self.ranges)
 
     def grad_matrix(self, v: LazyTensor) -> LazyTensor:
         """The Jacobian of self with respect to `v`: component i * v.ndim + k is
@@ -436,7 +436,7 @@ class FormulaMethods:
             (2, 1, 9)
         """
         f, leaves, var = self._with_variable(v)
-        return self._make(calculus.grad_matrix(f[0], var), leaves)
+        return self._make(calculus.grad_matrix(f[0], var), leaves, self.ranges)
 
     def divergence(self, v: LazyTensor) -> LazyTensor:
         """sum_k d self_k / d v_k (self and v of the same dimension).
@@ -449,7 +449,7 @@ class FormulaMethods:
             (2, 1)
         """
         f, leaves, var = self._with_variable(v)
-        return self._make(calculus.divergence(f[0], var), leaves)
+        return self._make(calculus.divergence(f[0], var), leaves, self.ranges)
 
     def laplacian(self, v: LazyTensor) -> LazyTensor:
         """sum_k d^2 self / d v_k^2 for a scalar self.
@@ -462,7 +462,7 @@ class FormulaMethods:
             (2, 1)
         """
         f, leaves, var = self._with_variable(v)
-        return self._make(calculus.laplacian(f[0], var), leaves)
+        return self._make(calculus.laplacian(f[0], var), leaves, self.ranges)
 
     def trace_operator(self, v: LazyTensor) -> LazyTensor:
         """The trace of self, a formula linear in the variable `v` (KeOps's TraceOperator).
@@ -475,7 +475,7 @@ class FormulaMethods:
             (2, 1)
         """
         f, leaves, var = self._with_variable(v)
-        return self._make(calculus.trace_operator(f[0], var), leaves)
+        return self._make(calculus.trace_operator(f[0], var), leaves, self.ranges)
 
     def adjoint_operator(self, v: LazyTensor, e: Any) -> LazyTensor:
         """The adjoint of self, a formula linear in the variable `v`, applied to `e` (KeOps's
@@ -489,7 +489,7 @@ class FormulaMethods:
             (2, 1, 3)
         """
         f, leaves, var = self._with_variable(v, e)
-        return self._make(calculus.adjoint_operator(f[0], var, f[2]), leaves)
+        return self._make(calculus.adjoint_operator(f[0], var, f[2]), leaves, self.ranges)
 
     def factorize(self, other: Any) -> LazyTensor:
         """pykeops's factorization hint: the same values. jaxkeops's code generator shares

@@ -15,7 +15,6 @@ from .options import (
     accuracy_options,
     check_build_keywords,
     check_out,
-    check_ranges,
     kernel_options,
     place,
     placement,
@@ -132,7 +131,6 @@ class Genred:
         """Runs the reduction on one array per variable; returns one array, or a tuple for
         reductions with several outputs (Min_ArgMin, KMin_ArgKMin, ...)."""
         check_out(out)
-        check_ranges(ranges)
         if len(args) != len(self.variables):
             raise ValueError(f"this Genred takes {len(self.variables)} arrays "
                              f"({', '.join(self.names)}), got {len(args)}")
@@ -140,7 +138,7 @@ class Genred:
         arrays = place(args, placement(backend, device_id))
         options = kernel_options(self.accuracy, arrays)
         outs = run_reduction(self.formulas, self.reduction, self.axis, self.variables, arrays,
-                             self.names, k=self.k, pad=self.pad, **options)
+                             self.names, k=self.k, pad=self.pad, ranges=ranges, **options)
         return outs[0] if len(outs) == 1 else outs
 
     def __repr__(self) -> str:

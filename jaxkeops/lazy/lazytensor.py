@@ -82,6 +82,10 @@ class LazyTensor(ShapeMethods, FormulaMethods, ReductionMethods):
     __hash__ = None  # == builds a formula, as in pykeops
     is_complex = False
     _complex_class: type | None = None  # the subclass that handles complex data
+    # KeOps's block-sparsity pattern: a 6-tuple of int32 arrays (see jaxkeops.cluster), set as
+    # in pykeops (`K.ranges = ...`); it passes to the LazyTensors built from this one and to
+    # their reductions, and .t() swaps its halves.
+    ranges = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -121,10 +125,23 @@ class LazyTensor(ShapeMethods, FormulaMethods, ReductionMethods):
     # ----------------------------------------------------------------------------------------
     # Structure.
     @classmethod
-    def _make(cls, formula: Node, leaves: tuple) -> LazyTensor:
+    def _make(cls, formula: Node, leaves: tuple, ranges: Any = None) -> LazyTensor:
         out = object.__new__(cls)
         out.formula, out._leaves = formula, leaves
+        if ranges is not None:
+            out.ranges = ranges
         return out
+
+    @staticmethod
+    def _shared_ranges(tensors: Sequence[LazyTensor]) -> Any:
+        """The ranges of the tensors that have some; they must be the same tuple."""
+        found = [t.ranges for t in tensors if getattr(t, "ranges", None) is not None]
+        for other in found[1:]:
+            if other is not found[0]:
+                raise ValueError("the operands of this operation have different ranges "
+                                 "(block-sparsity patterns); set the same tuple on both, or "
+                                 "ranges on one only")
+        return found[0] if found else None
 
     def _wrap(self, x: Any, what: str = "the other operand") -> LazyTensor:
         if isinstance(x, LazyTensor):
@@ -165,12 +182,13 @@ class LazyTensor(ShapeMethods, FormulaMethods, ReductionMethods):
                 raise
             shapes = ", ".join(str(t.shape) for t in tensors)
             raise ValueError(f"{err} (LazyTensor shapes {shapes})") from err
-        return self._make(formula, leaves)
+        return self._make(formula, leaves, self._shared_ranges(tensors))
 
     def _binary_formula(self, other: Any, build) -> LazyTensor:
         """A LazyTensor whose formula `build(self.formula, other.formula)` makes."""
-        formulas, leaves = self._merge(self, self._wrap(other))
-        return self._make(build(*formulas), leaves)
+        tensors = (self, self._wrap(other))
+        formulas, leaves = self._merge(*tensors)
+        return self._make(build(*formulas), leaves, self._shared_ranges(tensors))
 
     def _rop(self, name: str, other: Any) -> LazyTensor:
         return self._wrap(other)._op(name, self)
@@ -294,7 +312,10 @@ class LazyTensor(ShapeMethods, FormulaMethods, ReductionMethods):
         leaves = tuple((a, swap[c]) for a, c in self._leaves)
         mapping = {Var(k, int(a.shape[-1]), c): Var(k, int(a.shape[-1]), swap[c])
                    for k, (a, c) in enumerate(self._leaves) if c != CAT_P}
-        return self._make(_substitute(self.formula, mapping), leaves)
+        ranges = self.ranges
+        if ranges is not None:  # the i-half and j-half of the block-sparsity pattern swap
+            ranges = (*ranges[3:], *ranges[:3])
+        return self._make(_substitute(self.formula, mapping), leaves, ranges)
 
     @property
     def T(self) -> LazyTensor:

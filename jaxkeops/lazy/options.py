@@ -14,7 +14,8 @@ either has the same meaning here, or is refused with an error that says why:
   code generator. They never change results: jaxkeops picks its kernel schedule itself and
   always keeps IEEE semantics, so they are accepted and have no effect.
 - `out=` is refused: JAX arrays are immutable, the result is returned instead.
-- `ranges=` (block-sparse reductions) is not supported yet and raises NotImplementedError.
+- `ranges=` (block-sparse reductions): the 6-tuple of jaxkeops.cluster, checked by `check_ranges`
+  in reduce.py.
 """
 
 from __future__ import annotations
@@ -146,13 +147,6 @@ def check_out(out: Any) -> None:
     if out is not None:
         raise TypeError("out= is not supported: JAX arrays are immutable, so a reduction cannot "
                         "write into an existing array; use the array it returns")
-
-
-def check_ranges(ranges: Any) -> None:
-    if ranges is not None:
-        raise NotImplementedError(
-            "ranges= (block-sparse reductions) is not supported by jaxkeops yet; drop it to "
-            "compute the dense reduction, which gives the same result without the sparsity")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from .options import (
     accuracy_options,
     check_build_keywords,
     check_out,
-    check_ranges,
     kernel_options,
     place,
     placement,
@@ -93,7 +92,7 @@ class LazyReduction:
     def __call__(self, *arrays: Any, backend: Any = None, device_id: Any = None,
                  ranges: Any = None, out: Any = None):
         check_out(out if out is not None else self._call_options.get("out"))
-        check_ranges(ranges if ranges is not None else self._call_options.get("ranges"))
+        ranges = ranges if ranges is not None else self._call_options.get("ranges")
         where = placement(self._call_options["backend"] if backend is None else backend,
                           self._call_options["device_id"] if device_id is None else device_id)
         if len(arrays) != len(self._symbolic):
@@ -117,7 +116,7 @@ class LazyReduction:
                      for i, (a, (_, c)) in enumerate(zip(values, self._leaves))]
         options = kernel_options(self._accuracy, values)
         outs = run_reduction(self.formulas, self.reduction, self.axis, variables, values, names,
-                             k=self.k, pad=self.pad, **options)
+                             k=self.k, pad=self.pad, ranges=ranges, **options)
         return outs[0] if len(outs) == 1 else outs
 
     def __repr__(self) -> str:
@@ -191,7 +190,11 @@ class ReductionMethods:
             return self._complex().reduce_with_complex_weights(self, reduction, axis, options,
                                                                extra, k)
         call = check_flag(options.pop("call", True), "call")
-        formulas, leaves = self._merge(self, *(self._wrap(e) for e in extra))
+        wrapped = [self, *(self._wrap(e) for e in extra)]
+        ranges = self._shared_ranges(wrapped)
+        if ranges is not None:
+            options.setdefault("ranges", ranges)
+        formulas, leaves = self._merge(*wrapped)
         pending = LazyReduction(formulas, reduction, axis, leaves, k, options, pad)
         if call and not pending._symbolic:
             return pending()

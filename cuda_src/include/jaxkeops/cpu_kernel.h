@@ -164,8 +164,81 @@ template <class F, class R> struct CpuSchedule {
     for (int r = 0; r < NR; ++r) states[r] = st[r];
   }
 
+  // Everything a task's rows share: the tile buffer, the states, the parameters.
+  struct Work {
+    const jk_task* t;
+    S* buf;
+    State* states;
+    int sb;
+    const V* p;
+    const S* ps;
+  };
+
+  // Rows [row_a, row_b), each reduced over the intervals iv[2q]:iv[2q+1], q < n_iv.
+  template <class I>
+  static void reduce_rows(const Work& w, int64_t row_a, int64_t row_b, const I* iv,
+                          int64_t n_iv) {
+    const jk_task* t = w.t;
+    for (int64_t row0 = row_a; row0 < row_b; row0 += w.sb) {
+      const int rows = (int)(row_b - row0 < w.sb ? row_b - row0 : w.sb);
+      for (int r = 0; r < rows; ++r) {
+        if constexpr (has_bind<R>::value) R::bind(w.states[r], t, row0 + r);
+        R::start_row(w.states[r]);
+      }
+      for (int64_t q = 0; q < n_iv; ++q) {
+        const int64_t j_end = iv[2 * q + 1];
+        for (int64_t j0 = iv[2 * q]; j0 < j_end; j0 += TJ) {
+          const int nj = (int)(j_end - j0 < TJ ? j_end - j0 : TJ);
+          if constexpr (DI > 0) pack_tile(t, w.buf, w.p, j0, nj);
+          int r = 0;
+          for (; r < rows; r += RB) {
+            const int nr = rows - r < RB ? rows - r : RB;
+            S o[RB][DO1];
+            for (int k = 0; k < nr; ++k) {
+              load_outer(t, row0 + r + k, w.ps, o[k]);
+              R::start_tile(w.states[r + k]);
+            }
+            if (nr == RB) {
+              sweep_tile<RB>(w.buf, o, w.p, w.states + r, nj, j0);
+            } else {
+              for (int k = 0; k < nr; ++k) sweep_tile<1>(w.buf, o + k, w.p, w.states + r + k, nj, j0);
+            }
+            for (int k = 0; k < nr; ++k) R::end_tile(w.states[r + k], j0);
+          }
+        }
+      }
+      for (int r = 0; r < rows; ++r) R::finish(w.states[r], t->outs, row0 + r);
+    }
+  }
+
+  // Block-sparse: the task's rows, cut where the row ranges start and end.
+  static void reduce_ranges(const Work& w) {
+    const jk_task* t = w.t;
+    const int32_t* ranges = t->ranges;
+    // The first range that ends after row_begin (ranges are sorted and disjoint).
+    int64_t lo = 0, hi = t->n_ranges;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (ranges[2 * mid + 1] <= t->row_begin) lo = mid + 1; else hi = mid;
+    }
+    int64_t k = lo;
+    for (int64_t row = t->row_begin; row < t->row_end;) {
+      while (k < t->n_ranges && ranges[2 * k + 1] <= row) ++k;
+      if (k == t->n_ranges || row < ranges[2 * k]) {  // rows in no range reduce over nothing
+        const int64_t gap = k == t->n_ranges || ranges[2 * k] > t->row_end ? t->row_end
+                                                                            : ranges[2 * k];
+        reduce_rows<int32_t>(w, row, gap, nullptr, 0);
+        row = gap;
+        continue;
+      }
+      const int64_t end = ranges[2 * k + 1] < t->row_end ? ranges[2 * k + 1] : t->row_end;
+      const int64_t first = k ? t->slices[k - 1] : 0;
+      reduce_rows(w, row, end, t->redranges + 2 * first, t->slices[k] - first);
+      row = end;
+    }
+  }
+
   static int run(const jk_task* t) {
-    const int64_t n_red = t->n_red;
     AlignedBuffer<S> buf((size_t)TJ * DI1);
     const int64_t n_rows = t->row_end - t->row_begin;
     const int64_t n_blocks = (n_rows + SB - 1) / SB;
@@ -182,32 +255,12 @@ template <class F, class R> struct CpuSchedule {
         p[info.offset + k] = cst<V>(ps[info.offset + k]);
       }
     }
-    for (int64_t row0 = t->row_begin; row0 < t->row_end; row0 += sb) {
-      const int rows = (int)(t->row_end - row0 < sb ? t->row_end - row0 : sb);
-      for (int r = 0; r < rows; ++r) {
-        if constexpr (has_bind<R>::value) R::bind(states.ptr[r], t, row0 + r);
-        R::start_row(states.ptr[r]);
-      }
-      for (int64_t j0 = 0; j0 < n_red; j0 += TJ) {
-        const int nj = (int)(n_red - j0 < TJ ? n_red - j0 : TJ);
-        if constexpr (DI > 0) pack_tile(t, buf.ptr, p, j0, nj);
-        int r = 0;
-        for (; r < rows; r += RB) {
-          const int nr = rows - r < RB ? rows - r : RB;
-          S o[RB][DO1];
-          for (int q = 0; q < nr; ++q) {
-            load_outer(t, row0 + r + q, ps, o[q]);
-            R::start_tile(states.ptr[r + q]);
-          }
-          if (nr == RB) {
-            sweep_tile<RB>(buf.ptr, o, p, states.ptr + r, nj, j0);
-          } else {
-            for (int q = 0; q < nr; ++q) sweep_tile<1>(buf.ptr, o + q, p, states.ptr + r + q, nj, j0);
-          }
-          for (int q = 0; q < nr; ++q) R::end_tile(states.ptr[r + q], j0);
-        }
-      }
-      for (int r = 0; r < rows; ++r) R::finish(states.ptr[r], t->outs, row0 + r);
+    const Work w{t, buf.ptr, states.ptr, sb, p, ps};
+    if (t->n_ranges >= 0) {
+      reduce_ranges(w);
+    } else {
+      const int64_t all[2] = {0, t->n_red};
+      reduce_rows(w, t->row_begin, t->row_end, all, 1);
     }
     return 0;
   }

@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#define JK_ABI_VERSION 1
+#define JK_ABI_VERSION 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -20,6 +20,11 @@ extern "C" {
 // applied: "outer" arguments have n_out rows (the index of the output), "inner" arguments have
 // n_red rows (the reduced index), parameters have one row. Outputs are (n_out, width) blocks,
 // also already offset to the batch element.
+//
+// Block-sparse reductions (n_ranges >= 0): output rows ranges[2k]:ranges[2k+1] (sorted, disjoint)
+// reduce over the reduced-row intervals redranges[2q]:redranges[2q+1] for q in
+// [slices[k-1], slices[k]) (from 0 when k = 0); rows in no range reduce over nothing. The handler
+// has checked every bound. n_ranges = -1: every row reduces over [0, n_red).
 typedef struct jk_task {
   const void* const* args;
   void* const* outs;
@@ -27,6 +32,10 @@ typedef struct jk_task {
   int64_t n_red;
   int64_t row_begin;
   int64_t row_end;
+  int64_t n_ranges;
+  const int32_t* ranges;
+  const int32_t* slices;
+  const int32_t* redranges;
 } jk_task;
 
 // Returns 0 on success, or a nonzero code (1: out of memory).
