@@ -9,6 +9,13 @@
 // emulation of the tests runs too) and enqueues one or two cuLaunchKernel: no host
 // synchronisation, no allocation on the device (the split schedule's scratch is an XLA output),
 // so the handler can be captured into command buffers (CUDA graphs).
+//
+// A block-sparse call (attribute ranged=1) has 3 more inputs after the kernel's, the int32
+// ranges, slices and redranges of its reduced axis. Their shapes are checked here; their values
+// are on the device and reading them would need a copy and a sync, so they are not checked:
+// the kernel clamps every bound it reads (cuda_kernel.h), so bad values give unspecified
+// results but never an access outside a buffer. (The CPU handler, which can read them, reports
+// a bad tuple as an error.)
 #include <dlfcn.h>
 
 #include <cinttypes>
@@ -286,20 +293,29 @@ ffi::Error Fail(ffi::ErrorCode code, const std::string& msg) {
 ffi::Error Execute(CUstream stream, int64_t kernel_id, std::string_view source,
                    ffi::Span<const int64_t> roles,
                    int64_t n_batch, int64_t n_red, int64_t block, int64_t smem, int64_t n_chunks,
-                   int64_t chunk_len, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+                   int64_t chunk_len, int64_t ranged, ffi::RemainingArgs args,
+                   ffi::RemainingRets rets) {
   const uint64_t id = static_cast<uint64_t>(kernel_id);
-  if (roles.size() != args.size())
+  const size_t n_ranges_args = ranged != 0 ? 3 : 0;
+  if (args.size() < n_ranges_args || roles.size() != args.size() - n_ranges_args)
     return Fail(ffi::ErrorCode::kInvalidArgument,
                 "got " + std::to_string(args.size()) + " inputs but " +
-                    std::to_string(roles.size()) + " roles");
+                    std::to_string(roles.size()) + " roles" +
+                    (ranged != 0 ? " and 3 block-sparse range arrays" : ""));
   std::vector<jk::launch::Buffer> bufs;
   for (size_t i = 0; i < args.size(); ++i) {
     auto buf = args.get<ffi::AnyBuffer>(i);
     if (buf.has_error()) return buf.error();
     auto dims = buf->dimensions();
+    const bool range_array = i >= roles.size();
+    if (range_array && buf->element_type() != ffi::DataType::S32)
+      return Fail(ffi::ErrorCode::kInvalidArgument,
+                  "block-sparse range input " + std::to_string(i) + " must be int32");
     bufs.push_back({std::vector<int64_t>(dims.begin(), dims.end()),
                     static_cast<int64_t>(ffi::ByteWidth(buf->element_type())),
-                    buf->untyped_data(), static_cast<int>(roles[i])});
+                    buf->untyped_data(),
+                    range_array ? jk::launch::RANGES : static_cast<int>(roles[i])});
+    if (range_array) continue;
     if (roles[i] < jk::launch::OUTER || roles[i] > jk::launch::PARAM)
       return Fail(ffi::ErrorCode::kInvalidArgument,
                   "input " + std::to_string(i) + " has unknown role " + std::to_string(roles[i]));
@@ -373,6 +389,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxkeopsCudaExecute, Execute,
                                   .Attr<int64_t>("smem")
                                   .Attr<int64_t>("n_chunks")
                                   .Attr<int64_t>("chunk_len")
+                                  .Attr<int64_t>("ranged")
                                   .RemainingArgs()
                                   .RemainingRets(),
                               {ffi::Traits::kCmdBufferCompatible});

@@ -270,7 +270,8 @@ ffi::Error PrepareRanges(const ffi::RemainingArgs& args, size_t first, Launch& l
     previous_end = b;
     previous_slice = slices[k];
   }
-  for (int64_t q = 0; q < lengths[2]; ++q) {
+  // The kernel reads the intervals up to the last slice only: capacity past it is not checked.
+  for (int64_t q = 0; q < previous_slice; ++q) {
     const int64_t a = red[2 * q], b = red[2 * q + 1];
     if (a < 0 || b < a || b > launch.n_red)
       return Invalid("redranges row " + std::to_string(q) + " is [" + std::to_string(a) + ", " +

@@ -14,6 +14,11 @@ initializes the call.
 The launch plan (block size, rows or split schedule) is decided here from the static shapes
 and passed as attributes; the split schedule's scratch memory is an extra output of the custom
 call that XLA allocates, so the handler never allocates device memory.
+
+A block-sparse call (`spec.ranged`) passes the 3 int32 range arrays of its reduced axis after
+the kernel's operands, with attribute `ranged = 1`. Its values are only read by the kernel on
+the device, which clamps every bound (see cuda_src/jaxkeops_cuda.cc): unlike on the CPU, a bad
+tuple is not reported, its result is unspecified.
 """
 
 from __future__ import annotations
@@ -125,15 +130,21 @@ _ffi_rule = jax.ffi.ffi_lowering(CUDA_TARGET)
 
 def lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int,
                extra_attributes: dict | None = None):
-    """`extra_attributes` (SPMD partitioning) also forces the rows schedule: the split one's
+    """`operands`: the kernel's, then for a block-sparse spec the 3 range arrays of its axis.
+    `extra_attributes` (SPMD partitioning) also forces the rows schedule: the split one's
     scratch output has no batch dims for the partitioner to split."""
-    in_dtype = np.dtype(ctx.avals_in[0].dtype).name if ctx.avals_in else spec.dtype
+    kernel_avals = ctx.avals_in[:len(spec.args)]  # without the int32 range arrays
+    in_dtype = np.dtype(kernel_avals[0].dtype).name if kernel_avals else spec.dtype
     values = [a for a, o in zip(ctx.avals_out, spec.outputs) if o.kind == VALUE]
     out_dtype = np.dtype(values[0].dtype).name if values else spec.dtype
     kid, source = cuda_kernel(spec, in_dtype, out_dtype)
     batch = tuple(ctx.avals_out[0].shape[:-2])
+    # Block-sparse calls take the rows schedule too (the kernel would also be right split): the
+    # heuristic sizes chunks for the dense n_red, and the ranges already cut each block's work
+    # to its clusters' intervals, so the chunks would mostly be empty launches plus a combine.
+    rows_only = extra_attributes is not None or spec.ranged
     plan = plan_launch(spec, n_out, n_red, math.prod(batch),
-                       schedule="rows" if extra_attributes is not None else None)
+                       schedule="rows" if rows_only else None)
     avals_out = list(ctx.avals_out)
     if plan.split:
         avals_out.append(jax.core.ShapedArray((plan.scratch_bytes,), np.dtype(np.uint8)))
@@ -151,6 +162,7 @@ def lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int,
         smem=np.int64(plan.smem_bytes),
         n_chunks=np.int64(plan.n_chunks),
         chunk_len=np.int64(plan.chunk_len),
+        ranged=np.int64(spec.ranged),
     )
     return list(results)[: len(ctx.avals_out)]
 

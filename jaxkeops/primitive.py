@@ -142,10 +142,9 @@ def _ranges_of_axis(ctx, operands, spec: KernelSpec):
 
 def _lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
     if spec.ranged:
-        raise NotImplementedError(
-            "jaxkeops: block-sparse reductions (ranges=) run on the CPU only so far; the CUDA "
-            "schedule does not skip tiles yet. Drop ranges= (the result is then dense) or run "
-            "this reduction on the CPU")
+        # Not split over devices: block sizes would cut the clusters (XLA gathers the operands).
+        ctx, operands = _ranges_of_axis(ctx, operands, spec)
+        return lower_cuda(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red)
     if (devices := _spmd_devices(ctx)) > 1:
         return _lower_spread(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
                              devices=devices)

@@ -176,7 +176,7 @@ def test_nvrtc_falls_back_to_ptx_for_newer_gpus(private_cache):
     path, target = cuda_build.build_cuda_kernel(source, cuda_build.cuda_kernel_key(source), 999,
                                                 compiler)
     assert target == f"compute_{max(nvrtc.archs)}"
-    assert b".entry jk_main_v1" in path.read_bytes()
+    assert b".entry jk_main_v2" in path.read_bytes()
 
 
 def test_missing_compiler_says_how_to_install(monkeypatch):

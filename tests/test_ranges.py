@@ -186,10 +186,3 @@ def test_vmap_over_ranges_is_refused_with_a_reason():
     stacked = tuple(jnp.stack([r, r]) for r in ranges)
     with pytest.raises(NotImplementedError, match="shares one ranges tuple"):
         jax.vmap(lambda r: genred("Sum", 1)(x, y, ranges=r))(stacked)
-
-
-def test_cuda_lowering_of_ranges_says_it_is_cpu_only():
-    x, y, w, ranges, _ = clustered(9)
-    f = jax.jit(lambda x, y: genred("Sum", 1)(x, y, ranges=ranges))
-    with pytest.raises(NotImplementedError, match="CPU only"):
-        f.trace(x, y).lower(lowering_platforms=("cuda",))

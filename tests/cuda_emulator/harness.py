@@ -116,7 +116,7 @@ def build_module(sources: Mapping[str, str], tag: str = "kernels") -> KernelModu
     folder.mkdir(parents=True, exist_ok=True)
     if len(sources) == 1:
         ((name, text),) = sources.items()
-        suffixes = {name: "_v1"}
+        suffixes = {name: "_v2"}
     else:
         text = bundle(sources)
         suffixes = {name: f"_{name}" for name in sources}

@@ -9,13 +9,21 @@
 //   jk_combine<SUFFIX>(jk_cuda_params)  folds the chunks' partial results, in chunk order
 // where SUFFIX is JK_CUDA_KERNEL_SUFFIX: a stale cached module then fails by name at load time
 // instead of misreading this struct.
+//
+// Block-sparse reductions (KeOps's ranges, n_ranges >= 0): output rows ranges[2k]:ranges[2k+1]
+// reduce over the reduced-row intervals redranges[2q]:redranges[2q+1] for q in
+// [slices[k-1], slices[k]) (from 0 when k = 0); rows in no range reduce over nothing. The three
+// arrays are int32 in device memory, shared by every batch element. Their values are NOT
+// checked on the host (that would need a device-to-host copy and a sync): the kernels clamp
+// every bound they read, so a bad tuple gives unspecified results but never an access outside
+// a buffer. n_ranges = -1: every row reduces over [0, n_red).
 #ifndef JAXKEOPS_CUDA_ABI_H
 #define JAXKEOPS_CUDA_ABI_H
 
 #include <stdint.h>
 
-#define JK_CUDA_ABI_VERSION 1
-#define JK_CUDA_KERNEL_SUFFIX _v1
+#define JK_CUDA_ABI_VERSION 2  // 2: block-sparse ranges
+#define JK_CUDA_KERNEL_SUFFIX _v2
 // Kernel parameters must fit in 4 KiB on every architecture: this block takes 2.8 KiB.
 #define JK_CUDA_MAX_OPERANDS 48
 #define JK_CUDA_MAX_BATCH_DIMS 6
@@ -37,6 +45,12 @@ typedef struct jk_cuda_params {
   int64_t chunk_len;  // reduced rows per chunk (split schedule), else n_red
   int32_t n_dims;     // batch dims in use
   int32_t n_chunks;   // 1 for the row schedule
+  // Block-sparse ranges (see above), or n_ranges = -1 and null pointers.
+  const int32_t* ranges;     // (n_ranges, 2)
+  const int32_t* slices;     // (n_ranges,)
+  const int32_t* redranges;  // (n_redranges, 2)
+  int64_t n_ranges;
+  int64_t n_redranges;
 } jk_cuda_params;
 
 #ifdef __cplusplus

@@ -9,7 +9,14 @@
 //     tile, a barrier (so that the next load cannot overwrite a row still being read);
 //   - batch elements go on gridDim.y (looping if there are more than the grid holds);
 //   - the split schedule also puts chunks of the reduced axis on gridDim.z, stores the partial
-//     states, and a second kernel combines them in chunk order (deterministic results).
+//     states, and a second kernel combines them in chunk order (deterministic results);
+//   - block-sparse calls (P.n_ranges >= 0, see cuda_abi.h): a block walks the row ranges that
+//     meet its rows (binary search for the first) and, for each, streams the tiles of that
+//     range's reduced-row intervals only; every thread of the block loads and meets the
+//     barriers, only those whose row is in the range accumulate (a thread's row is in one range
+//     at most, so its state sees exactly its range's intervals; rows in none keep the empty
+//     value). Indices stay absolute reduced-row numbers. Each interval is also cut to the
+//     block's chunk, so both schedules are correct (the lowering uses the rows one).
 //
 // The file also compiles as plain C++ under the CPU emulation of the tests (JK_CUDA_EMULATION),
 // which provides threadIdx & co. and checks every shared and global memory access through the
@@ -202,21 +209,82 @@ template <int N> struct MinOne {
   static constexpr int value = N > 0 ? N : 1;
 };
 
-// One output row per thread over the reduced rows [j_begin, j_end) of chunk blockIdx.z. With
-// one chunk (the rows schedule) it writes the outputs, else the partial state: one kernel for
-// both, as the formula is the costly part to compile.
+// Entry `at` of a block-sparse array, clamped into [lo, hi]. The host never reads these arrays
+// (they are on the device), so nothing has checked them: clamping every bound keeps a bad tuple
+// (unsorted, overlapping, past the ends) to unspecified results, never an access outside a
+// buffer or a loop without end.
+JK_FN int64_t clamped(const int32_t* array, int64_t at, int64_t lo, int64_t hi) {
+  JK_GLOBAL_ACCESS(array + at, sizeof(int32_t), false);
+  const int64_t v = array[at];
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+// The first row range that ends after `row` (ranges are sorted and disjoint; all threads of a
+// block read the same entries).
+JK_FN int64_t first_range_after(const jk_cuda_params& P, int64_t row) {
+  int64_t lo = 0, hi = P.n_ranges;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (clamped(P.ranges, 2 * mid + 1, 0, P.n_out) <= row) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+// Streams the reduced rows [j_a, j_b) through shared memory, a tile of blockDim.x rows at a
+// time: every thread loads its row of the tile and meets both barriers, the `accumulating` ones
+// fold the tile into their state.
+template <class F, class R>
+JK_FN void sweep(char* const* ptr, typename F::C* tile, const typename F::C* o,
+                 const typename F::C* p, typename R::State& st, int64_t j_a, int64_t j_b,
+                 bool accumulating) {
+  using C = typename F::C;
+  constexpr int DI = F::INNER_DIM;
+  const int tid = (int)threadIdx.x, width = (int)blockDim.x;
+  for (int64_t j0 = j_a; j0 < j_b; j0 += width) {
+    int nt = (int)(j_b - j0 < width ? j_b - j0 : width);
+    if (JK_FAULT_LAST_TILE_SHORT && nt < width) --nt;
+    if (DI > 0 && tid < nt) {
+      JK_SMEM_ACCESS(tile + tid * DI, DI * sizeof(C), true);
+      F::load_inner(ptr, j0 + tid, tile + tid * DI);
+    }
+    if (!JK_FAULT_NO_BARRIER_AFTER_LOAD) __syncthreads();
+    if (accumulating) {
+      R::start_tile(st);
+      for (int t = 0; t < nt + JK_FAULT_TILE_OVERRUN; ++t) {
+        const C* n = tile + t * DI;
+        JK_SMEM_ACCESS(n, DI * sizeof(C), false);
+        C f[F::DIM];
+        F::evaluate_pair(o, n, p, f);
+        R::accumulate(st, f, j0 + t);
+      }
+      R::end_tile(st);
+    }
+    if (!JK_FAULT_NO_BARRIER_AFTER_TILE) __syncthreads();
+  }
+}
+
+// One output row per thread over the reduced rows [j_begin, j_end) of chunk blockIdx.z (for a
+// block-sparse call, its range's intervals cut to that chunk). With one chunk (the rows
+// schedule) it writes the outputs, else the partial state: one kernel for both, as the formula
+// is the costly part to compile.
 template <class F, class R> JK_FN void run_rows(const jk_cuda_params& P) {
   using C = typename F::C;
-  constexpr int DI = F::INNER_DIM, N_OPS = F::N_ARGS + F::N_OUTS;
+  constexpr int N_OPS = F::N_ARGS + F::N_OUTS;
   JK_DYNAMIC_SMEM(smem_bytes);
   C* tile = (C*)smem_bytes;
-  const int tid = (int)threadIdx.x, width = (int)blockDim.x;
-  const int64_t row = (int64_t)blockIdx.x * width + tid;
+  const int width = (int)blockDim.x;
+  const int64_t first_row = (int64_t)blockIdx.x * width, row = first_row + threadIdx.x;
+  const int64_t end_row = P.n_out - first_row < width ? P.n_out : first_row + width;
   const bool active = row < P.n_out;
   const bool split = P.n_chunks > 1;
   const int64_t chunk = blockIdx.z;
   const int64_t j_begin = chunk * P.chunk_len;
   const int64_t j_end = P.n_red - j_begin < P.chunk_len ? P.n_red : j_begin + P.chunk_len;
+  // Dense calls are one range of every row with one interval, the chunk: a single call site of
+  // sweep, so that the formula is inlined (and compiled) once.
+  const bool ranged = P.n_ranges >= 0;
+  const int64_t n_ranges = ranged ? P.n_ranges : 1;
+  const int64_t first_range = ranged ? first_range_after(P, first_row) : 0;
   for (int64_t b = blockIdx.y; b < P.n_batch; b += gridDim.y) {
     char* ptr[N_OPS];
     batch_pointers<N_OPS>(P, b, ptr);
@@ -225,26 +293,25 @@ template <class F, class R> JK_FN void run_rows(const jk_cuda_params& P) {
     F::load_params(ptr, p);
     typename R::State st;
     R::init(st);
-    for (int64_t j0 = j_begin; j0 < j_end; j0 += width) {
-      int nt = (int)(j_end - j0 < width ? j_end - j0 : width);
-      if (JK_FAULT_LAST_TILE_SHORT && nt < width) --nt;
-      if (DI > 0 && tid < nt) {
-        JK_SMEM_ACCESS(tile + tid * DI, DI * sizeof(C), true);
-        F::load_inner(ptr, j0 + tid, tile + tid * DI);
+    for (int64_t k = first_range; k < n_ranges; ++k) {
+      int64_t rows_a = 0, rows_b = P.n_out, q_begin = 0, q_end = 1;
+      if (ranged) {
+        rows_a = clamped(P.ranges, 2 * k, 0, P.n_out);
+        rows_b = clamped(P.ranges, 2 * k + 1, rows_a, P.n_out);
+        if (rows_a >= end_row) break;  // this range and the next ones start after the block
+        if (rows_b <= first_row || rows_b == rows_a) continue;  // none of the block's rows
+        q_end = clamped(P.slices, k, 0, P.n_redranges);
+        q_begin = k > 0 ? clamped(P.slices, k - 1, 0, q_end) : 0;
       }
-      if (!JK_FAULT_NO_BARRIER_AFTER_LOAD) __syncthreads();
-      if (active) {
-        R::start_tile(st);
-        for (int t = 0; t < nt + JK_FAULT_TILE_OVERRUN; ++t) {
-          const C* n = tile + t * DI;
-          JK_SMEM_ACCESS(n, DI * sizeof(C), false);
-          C f[F::DIM];
-          F::evaluate_pair(o, n, p, f);
-          R::accumulate(st, f, j0 + t);
+      const bool in_range = rows_a <= row && row < rows_b;  // implies active
+      for (int64_t q = q_begin; q < q_end; ++q) {
+        int64_t j_a = j_begin, j_b = j_end;
+        if (ranged) {
+          j_a = clamped(P.redranges, 2 * q, j_begin, j_end);
+          j_b = clamped(P.redranges, 2 * q + 1, j_a, j_end);
         }
-        R::end_tile(st);
+        sweep<F, R>(ptr, tile, o, p, st, j_a, j_b, in_range);
       }
-      if (!JK_FAULT_NO_BARRIER_AFTER_TILE) __syncthreads();
     }
     if (!active) continue;
     if (split) {

@@ -16,7 +16,11 @@
 namespace jk {
 namespace launch {
 
-enum Kind { OUTER = 0, INNER = 1, PARAM = 2, OUTPUT = 3, SCRATCH = 4 };
+// OUTER..PARAM are the roles the lowering gives the kernel's inputs. RANGES marks the 3 int32
+// arrays of a block-sparse call (ranges, slices, redranges, in this order, after the kernel's
+// inputs); like every input it is below OUTPUT (the emulation of the tests tells the inputs,
+// which a kernel may only read, by kind <= PARAM).
+enum Kind { RANGES = -1, OUTER = 0, INNER = 1, PARAM = 2, OUTPUT = 3, SCRATCH = 4 };
 enum Kernel { MAIN = 0, COMBINE = 1 };
 
 struct Buffer {
@@ -58,13 +62,41 @@ inline std::string name_of(const Buffer& b, size_t i, size_t n_inputs) {
   return "input " + std::to_string(i);
 }
 
-// Fills P and the launches from the call's buffers (inputs, outputs, then the scratch buffer
-// when cfg.n_chunks > 1). Returns "" or a message naming the buffer that does not fit. No
-// launch is listed when there is nothing to compute (an empty grid is an error on a GPU).
+// Points P at a block-sparse call's 3 arrays (kind RANGES, in order) after checking their
+// shapes; their values stay unread (they live on the device): the kernels clamp every bound.
+inline std::string pack_ranges(const std::vector<const Buffer*>& arrays, jk_cuda_params& P) {
+  if (arrays.size() != 3)
+    return "a block-sparse call takes 3 range arrays (ranges, slices, redranges), got " +
+           std::to_string(arrays.size());
+  const char* names[3] = {"ranges", "slices", "redranges"};
+  for (int k = 0; k < 3; ++k) {
+    const Buffer& b = *arrays[k];
+    const bool pairs = k != 1;
+    if (b.elem_bytes != 4 || b.dims.size() != (pairs ? 2u : 1u) || (pairs && b.dims[1] != 2))
+      return std::string(names[k]) + " must be int32 of shape " + (pairs ? "(n, 2)" : "(n,)") +
+             ", got shape " + shape_str(b.dims) + " of " + std::to_string(b.elem_bytes) +
+             "-byte elements";
+  }
+  if (arrays[1]->dims[0] != arrays[0]->dims[0])
+    return "slices has shape " + shape_str(arrays[1]->dims) + " but ranges has shape " +
+           shape_str(arrays[0]->dims) + ": one slice end per row range";
+  P.ranges = static_cast<const int32_t*>(arrays[0]->data);
+  P.slices = static_cast<const int32_t*>(arrays[1]->data);
+  P.redranges = static_cast<const int32_t*>(arrays[2]->data);
+  P.n_ranges = arrays[0]->dims[0];
+  P.n_redranges = arrays[2]->dims[0];
+  return "";
+}
+
+// Fills P and the launches from the call's buffers (inputs, for a block-sparse call its 3
+// range arrays, outputs, then the scratch buffer when cfg.n_chunks > 1). Returns "" or a
+// message naming the buffer that does not fit. No launch is listed when there is nothing to
+// compute (an empty grid is an error on a GPU).
 inline std::string pack(const std::vector<Buffer>& bufs, const Config& cfg, jk_cuda_params& P,
                         std::vector<Launch>& launches) {
   launches.clear();
   P = jk_cuda_params{};
+  P.n_ranges = -1;
   const int64_t nb = cfg.n_batch_dims;
   if (nb < 0 || cfg.n_red < 0 || cfg.block < 1 || cfg.block > 1024 || cfg.n_chunks < 1 ||
       cfg.n_chunks > 65535 || cfg.smem_bytes < 0 || cfg.smem_bytes > 48 * 1024 ||
@@ -73,15 +105,22 @@ inline std::string pack(const std::vector<Buffer>& bufs, const Config& cfg, jk_c
            ", n_red=" + std::to_string(cfg.n_red) + ", block=" + std::to_string(cfg.block) +
            ", smem=" + std::to_string(cfg.smem_bytes) +
            ", n_chunks=" + std::to_string(cfg.n_chunks);
-  if (bufs.size() > JK_CUDA_MAX_OPERANDS)
-    return "the call has " + std::to_string(bufs.size()) + " buffers, more than the " +
-           std::to_string(JK_CUDA_MAX_OPERANDS) + " a kernel takes";
   size_t n_inputs = 0, first_out = bufs.size();
+  std::vector<const Buffer*> range_arrays;
   for (size_t i = 0; i < bufs.size(); ++i) {
     if (bufs[i].kind <= PARAM) n_inputs = i + 1;
     if (bufs[i].kind == OUTPUT && first_out == bufs.size()) first_out = i;
+    if (bufs[i].kind == RANGES) range_arrays.push_back(&bufs[i]);
   }
+  // The range arrays get fields of their own: P.ptr holds the kernel's operands only.
+  const size_t n_operands = bufs.size() - range_arrays.size();
+  if (n_operands > JK_CUDA_MAX_OPERANDS)
+    return "the call has " + std::to_string(n_operands) + " buffers, more than the " +
+           std::to_string(JK_CUDA_MAX_OPERANDS) + " a kernel takes";
   if (first_out == bufs.size()) return "the call has no outputs";
+  if (!range_arrays.empty()) {
+    if (std::string msg = pack_ranges(range_arrays, P); !msg.empty()) return msg;
+  }
   const bool split = cfg.n_chunks > 1;
   if (split != (bufs.back().kind == SCRATCH))
     return split ? "the split schedule needs a scratch output after the outputs"
@@ -95,12 +134,14 @@ inline std::string pack(const std::vector<Buffer>& bufs, const Config& cfg, jk_c
   const int64_t n_out = out0[nb];
   std::vector<int64_t> batch(out0.begin(), out0.begin() + nb);
   std::vector<std::vector<int64_t>> strides;
+  size_t slot = 0;  // the buffer's index in P.ptr
   for (size_t i = 0; i < bufs.size(); ++i) {
     const Buffer& b = bufs[i];
     const std::string name = name_of(b, i, n_inputs);
+    if (b.kind == RANGES) continue;
     if (b.kind == SCRATCH) {
       if (b.dims.size() != 1) return name + " must have rank 1, got " + shape_str(b.dims);
-      P.ptr[i] = b.data;
+      P.ptr[slot++] = b.data;
       continue;
     }
     if (b.dims.size() != rank)
@@ -124,7 +165,7 @@ inline std::string pack(const std::vector<Buffer>& bufs, const Config& cfg, jk_c
       stride *= b.dims[d];
     }
     strides.push_back(s);
-    P.ptr[i] = b.data;
+    P.ptr[slot++] = b.data;
   }
 
   // Fewer batch dims for the kernel to decode: drop those of size 1 and merge neighbours that
