@@ -118,8 +118,10 @@ def split_args(args: tuple) -> tuple[Any, Any, Any, Any]:
     if len(args) == 4:
         return args
     if len(args) == 6:
-        raise NotImplementedError("cluster labels L(l_x, a, x, l_y, b, y) belong to GeomLoss's "
-                                  "'multiscale' backend, which jaxkeops does not have yet")
+        raise NotImplementedError("cluster labels L(l_x, a, x, l_y, b, y) (GeomLoss's "
+                                  "multiscale call form) are not supported: jaxkeops's "
+                                  "backend='multiscale' clusters the points itself, on a grid "
+                                  "(cluster_scale=); call L(a, x, b, y)")
     raise ValueError(f"a SamplesLoss takes two (x, y) or four (a, x, b, y) arguments, got "
                      f"{len(args)}")
 

@@ -10,7 +10,7 @@ import numpy as np
 from .costs import Cost
 from .inputs import check_positive, measures, split_args
 from .kernel_losses import KERNEL_LOSSES, KernelFunction, jitted_kernel_loss
-from .sinkhorn import BACKENDS, SinkhornParams, multiscale_not_implemented, run
+from .sinkhorn import BACKENDS, SinkhornParams, run
 
 Array = jax.Array
 LOSSES = ("sinkhorn", "hausdorff", *KERNEL_LOSSES)
@@ -42,9 +42,11 @@ class SamplesLoss:
         debias, potentials: as in GeomLoss.
         backend: "auto" and "online" run jaxkeops kernels; "tensorized" builds dense
             (*batch, N, M) matrices for the default costs and the named kernels (custom ones
-            run kernels); "multiscale" raises NotImplementedError (block-sparse reductions
-            are not there yet).
-        truncate, cluster_scale, verbose: multiscale settings, accepted and unused.
+            run kernels); "multiscale" is GeomLoss's coarse-to-fine solver with kernel
+            truncation on block-sparse kernels (loss="sinkhorn", default costs; with batch
+            dims; see `jaxkeops.ot.multiscale`).
+        truncate, cluster_scale: multiscale settings, as in GeomLoss (cluster_scale needs
+            diameter= too: the grid has a static number of cells). verbose: accepted, unused.
         tol, max_extra_iter (keyword-only, jaxkeops's): after the epsilon-scaling descent,
             keep iterating at eps = blur**p until no potential changes by more than `tol`
             (in units of the cost), for at most `max_extra_iter` extra iterations. None (the
@@ -74,8 +76,6 @@ class SamplesLoss:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "multiscale":
-            raise multiscale_not_implemented()
         self.loss, self.p, self.blur, self.reach = loss, p, blur, reach
         self.diameter, self.scaling, self.truncate = diameter, scaling, truncate
         self.cost, self.kernel, self.cluster_scale = cost, kernel, cluster_scale
@@ -100,7 +100,8 @@ class SamplesLoss:
                 raise NotImplementedError("loss='hausdorff' is implemented for balanced OT "
                                           "only (reach=None)")
             self._params = SinkhornParams(p, blur, reach, diameter, scaling, cost, debias,
-                                          backend, tol, max_extra_iter)
+                                          backend, tol, max_extra_iter, cluster_scale,
+                                          truncate)
 
     def __call__(self, *args: Any) -> Array | tuple[Array, Array]:
         """L(x, y) or L(a, x, b, y): the loss, or (F, G) with potentials=True."""

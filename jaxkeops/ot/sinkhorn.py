@@ -19,6 +19,7 @@ import numpy as np
 
 from .costs import Cost, check_cost, cost_matrix
 from .inputs import Measures, check_positive
+from .multiscale import multiscale_solve
 from .schedule import Schedule, max_diameter
 from .solver import (
     CostMatrices,
@@ -32,14 +33,6 @@ from .solver import (
 Array = jax.Array
 stop_gradient = jax.lax.stop_gradient
 BACKENDS = ("auto", "online", "tensorized", "multiscale")
-
-
-def multiscale_not_implemented() -> NotImplementedError:
-    return NotImplementedError(
-        "backend='multiscale' needs block-sparse reductions (KeOps's `ranges=`, with "
-        "grid_cluster / cluster_ranges_centroids / from_matrix in jaxkeops/cluster.py), which "
-        "jaxkeops does not have yet (a separate issue); use backend='online' (or 'auto'), "
-        "which computes the same values with dense-in-time, linear-in-memory kernels")
 
 
 @dataclass(frozen=True)
@@ -69,6 +62,8 @@ class SinkhornParams:
     backend: str = "auto"
     tol: float | None = None
     max_extra_iter: int = 1000
+    cluster_scale: float | None = None  # multiscale: the side of the grid's cells
+    truncate: float | None = 5  # multiscale: keep blocks with f + g > C - truncate * eps
 
     def __post_init__(self):
         check_cost(self.cost, self.p)
@@ -88,7 +83,12 @@ class SinkhornParams:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.backend == "multiscale":
-            raise multiscale_not_implemented()
+            check_positive("cluster_scale", self.cluster_scale, allow_none=True)
+            check_positive("truncate", self.truncate, allow_none=True)
+            if self.tol is not None:
+                raise NotImplementedError("tol= (the convergence loop) is not available with "
+                                          "backend='multiscale', which runs GeomLoss's "
+                                          "schedule only")
         if isinstance(self.max_extra_iter, bool) or not isinstance(self.max_extra_iter, int) \
                 or self.max_extra_iter < 0:
             raise ValueError(f"max_extra_iter must be an integer >= 0, got "
@@ -295,6 +295,35 @@ def hausdorff_loss(m: Measures, params: SinkhornParams,
     return _scal(m.a, F) + _scal(m.b, G), info
 
 
+def multiscale_sinkhorn_loss(m: Measures, params: SinkhornParams,
+                             potentials: bool = False) -> tuple[Any, SinkhornInfo]:
+    """`sinkhorn_loss` by GeomLoss's multiscale solver (`jaxkeops.ot.multiscale`): the
+    (*batch,) values, or the potentials (F, G) in the order of the given points.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxkeops.ot import SinkhornParams, measures
+        >>> from jaxkeops.ot.sinkhorn import multiscale_sinkhorn_loss
+        >>> m = measures(None, jnp.zeros((4, 2)), None, jnp.ones((3, 2)))
+        >>> value, _ = multiscale_sinkhorn_loss(m, SinkhornParams(blur=0.01, backend="multiscale"))
+        >>> round(float(value), 4)
+        1.0
+    """
+    pots, cx, cy, info = multiscale_solve(m, params)
+    batch = m.batch_shape
+    if potentials:
+        F, G = sinkhorn_cost(params.eps, params.rho, cx.weights, cy.weights, pots,
+                             params.debias, True)
+        F = jnp.zeros_like(F).at[cx.order].set(F).reshape(*batch, -1)
+        G = jnp.zeros_like(G).at[cy.order].set(G).reshape(*batch, -1)
+        return (F, G), info
+    n = int(np.prod(batch, dtype=int))
+    per_batch = DualPotentials(*(None if v is None else v.reshape(n, -1) for v in pots))
+    value = sinkhorn_cost(params.eps, params.rho, cx.weights.reshape(n, -1),
+                          cy.weights.reshape(n, -1), per_batch, params.debias)
+    return value.reshape(batch), info
+
+
 ROUTINES = {"sinkhorn": sinkhorn_loss, "hausdorff": hausdorff_loss}
 
 
@@ -311,13 +340,22 @@ def run(routine: str, m: Measures, params: SinkhornParams, potentials: bool = Fa
         >>> round(float(run("sinkhorn", m, SinkhornParams(blur=0.01))[0]), 4)
         1.0
     """
+    if params.backend == "multiscale" and params.cluster_scale is not None:
+        # The grid's size, diameter / cluster_scale cells per dim, must be static.
+        return _run_jitted(m, None, params, routine, potentials)
     return _run_jitted(m, params.diameter, replace(params, diameter=None), routine, potentials)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _run_jitted(m: Measures, diameter: Any, params: SinkhornParams, routine: str,
                 potentials: bool) -> Any:
-    params = replace(params, diameter=diameter)
+    if diameter is not None:
+        params = replace(params, diameter=diameter)
+    if params.backend == "multiscale":
+        if routine != "sinkhorn":
+            raise NotImplementedError(f"backend='multiscale' computes loss='sinkhorn' only, not "
+                                      f"{routine!r} (as in GeomLoss)")
+        return multiscale_sinkhorn_loss(m, params, potentials)
     if routine == "plan":
         return solve(m, params, cross=True, symmetric=False)
     return ROUTINES[routine](m, params, potentials)

@@ -217,6 +217,41 @@ def sinkhorn_loop(a_log: Array, b_log: Array, costs: CostMatrices, schedule: Sch
     return potentials, info
 
 
+def epsilon_scaling(costs: CostMatrices, a_log: Array, b_log: Array,
+                    potentials: DualPotentials, schedule: Schedule, start: Any, stop: Any,
+                    rho: Any = None) -> DualPotentials:
+    """Steps start, ..., stop - 1 of the symmetric loop (each an update at schedule.eps(k)
+    averaged with the previous potentials), from `potentials`, without gradients: the part of
+    the loop that a multiscale solver runs at each resolution. start and stop may be traced.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxkeops.ot import CostMatrices, DualPotentials, Schedule, cost_matrix
+        >>> from jaxkeops.ot.solver import epsilon_scaling
+        >>> x, y = jnp.array([[0.0], [1.0]]), jnp.array([[0.0], [2.0]])
+        >>> costs = CostMatrices(cost_matrix(x, y, 2, None, dense=True),
+        ...                      cost_matrix(y, x, 2, None, dense=True))
+        >>> w = jnp.log(jnp.array([0.5, 0.5]))
+        >>> schedule = Schedule.create(2, diameter=2.0, blur=0.01, scaling=0.5)
+        >>> zero = DualPotentials(jnp.zeros(2), jnp.zeros(2))
+        >>> out = epsilon_scaling(costs, w, w, zero, schedule, 0, schedule.length)
+        >>> out.f_ba.shape
+        (2,)
+    """
+    frozen = costs.detached()
+    a_frozen, b_frozen = stop_gradient(a_log), stop_gradient(b_log)
+
+    def step(state):
+        k, old = state
+        eps = schedule.eps(k)
+        new = _update(frozen, a_frozen, b_frozen, old, eps, dampening(eps, rho))
+        return k + 1, DualPotentials(*(None if o is None else 0.5 * (o + n)
+                                       for o, n in zip(old, new)))
+
+    init = (jnp.asarray(start, jnp.int32), stop_gradient(potentials))
+    return jax.lax.while_loop(lambda state: state[0] < stop, step, init)[1]
+
+
 def extrapolate(costs: CostMatrices, a_log: Array, b_log: Array, potentials: DualPotentials,
                 eps: Any, rho: Any = None) -> DualPotentials:
     """The envelope-theorem step: one Sinkhorn update, in parallel, of every potential that
@@ -241,5 +276,5 @@ def extrapolate(costs: CostMatrices, a_log: Array, b_log: Array, potentials: Dua
                    stop_gradient(potentials), eps, dampening(eps, rho))
 
 
-__all__ = ["CostMatrices", "DualPotentials", "SinkhornInfo", "extrapolate", "log_weights",
-           "sinkhorn_loop"]
+__all__ = ["CostMatrices", "DualPotentials", "SinkhornInfo", "epsilon_scaling", "extrapolate",
+           "log_weights", "sinkhorn_loop"]
