@@ -185,9 +185,12 @@ template <class F, class R> struct CpuSchedule {
         if constexpr (has_bind<R>::value) R::bind(w.states[r], t, row0 + r);
         R::start_row(w.states[r]);
       }
-      for (int64_t q = 0; q < n_iv; ++q) {
-        const int64_t j_end = iv[2 * q + 1];
-        for (int64_t j0 = iv[2 * q]; j0 < j_end; j0 += TJ) {
+      for (int64_t q = 0; q < n_iv;) {
+        // Intervals that touch (adjacent clusters) are one: fewer, fuller tiles.
+        const int64_t j_begin = iv[2 * q];
+        int64_t j_end = iv[2 * q + 1];
+        for (++q; q < n_iv && iv[2 * q] == j_end; ++q) j_end = iv[2 * q + 1];
+        for (int64_t j0 = j_begin; j0 < j_end; j0 += TJ) {
           const int nj = (int)(j_end - j0 < TJ ? j_end - j0 : TJ);
           if constexpr (DI > 0) pack_tile(t, w.buf, w.p, j0, nj);
           int r = 0;
