@@ -174,9 +174,9 @@ template <class F, class R> struct CpuSchedule {
     const S* ps;
   };
 
-  // Rows [row_a, row_b), each reduced over the intervals iv[2q]:iv[2q+1], q < n_iv.
-  template <class I>
-  static void reduce_rows(const Work& w, int64_t row_a, int64_t row_b, const I* iv,
+  // Rows [row_a, row_b), each reduced over the intervals iv[2q]:iv[2q+1], q < n_iv. One
+  // instantiation only: this loop is most of a kernel's compile time.
+  static void reduce_rows(const Work& w, int64_t row_a, int64_t row_b, const int64_t* iv,
                           int64_t n_iv) {
     const jk_task* t = w.t;
     for (int64_t row0 = row_a; row0 < row_b; row0 += w.sb) {
@@ -215,9 +215,16 @@ template <class F, class R> struct CpuSchedule {
   }
 
   // Block-sparse: the task's rows, cut where the row ranges start and end.
-  static void reduce_ranges(const Work& w) {
+  static int reduce_ranges(const Work& w) {
     const jk_task* t = w.t;
     const int32_t* ranges = t->ranges;
+    int64_t most = 0;  // intervals of the largest cluster, widened to int64 one cluster at a time
+    for (int64_t c = 0; c < t->n_ranges; ++c) {
+      const int64_t n = t->slices[c] - (c ? t->slices[c - 1] : 0);
+      most = n > most ? n : most;
+    }
+    AlignedBuffer<int64_t> wide((size_t)(2 * most + 2));
+    if (!wide.ptr) return 1;
     // The first range that ends after row_begin (ranges are sorted and disjoint).
     int64_t lo = 0, hi = t->n_ranges;
     while (lo < hi) {
@@ -230,15 +237,18 @@ template <class F, class R> struct CpuSchedule {
       if (k == t->n_ranges || row < ranges[2 * k]) {  // rows in no range reduce over nothing
         const int64_t gap = k == t->n_ranges || ranges[2 * k] > t->row_end ? t->row_end
                                                                             : ranges[2 * k];
-        reduce_rows<int32_t>(w, row, gap, nullptr, 0);
+        reduce_rows(w, row, gap, wide.ptr, 0);
         row = gap;
         continue;
       }
       const int64_t end = ranges[2 * k + 1] < t->row_end ? ranges[2 * k + 1] : t->row_end;
       const int64_t first = k ? t->slices[k - 1] : 0;
-      reduce_rows(w, row, end, t->redranges + 2 * first, t->slices[k] - first);
+      const int64_t n_iv = t->slices[k] - first;
+      for (int64_t q = 0; q < 2 * n_iv; ++q) wide.ptr[q] = t->redranges[2 * first + q];
+      reduce_rows(w, row, end, wide.ptr, n_iv);
       row = end;
     }
+    return 0;
   }
 
   static int run(const jk_task* t) {
@@ -259,12 +269,9 @@ template <class F, class R> struct CpuSchedule {
       }
     }
     const Work w{t, buf.ptr, states.ptr, sb, p, ps};
-    if (t->n_ranges >= 0) {
-      reduce_ranges(w);
-    } else {
-      const int64_t all[2] = {0, t->n_red};
-      reduce_rows(w, t->row_begin, t->row_end, all, 1);
-    }
+    if (t->n_ranges >= 0) return reduce_ranges(w);
+    const int64_t all[2] = {0, t->n_red};
+    reduce_rows(w, t->row_begin, t->row_end, all, 1);
     return 0;
   }
 };
