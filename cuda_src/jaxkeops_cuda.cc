@@ -35,6 +35,8 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include "python_errors.h"
+
 #include "jaxkeops/cuda_abi.h"
 #include "jaxkeops/cuda_launch.h"
 #include "xla/ffi/api/ffi.h"
@@ -179,12 +181,6 @@ nb::object& Resolver() {
   return *resolver;
 }
 
-// "KernelCompileError: <message>", without the Python traceback that what() appends.
-std::string DescribePythonError(const nb::python_error& error) {
-  std::string name = nb::cast<std::string>(error.type().attr("__name__"));
-  return name + ": " + nb::cast<std::string>(nb::str(error.value()));
-}
-
 bool HasImages(uint64_t id) {
   Registry& r = GetRegistry();
   std::shared_lock<std::shared_mutex> lock(r.mutex);
@@ -209,7 +205,7 @@ std::string ResolveImages(uint64_t id, std::string_view source, int cc) {
     resolver(static_cast<int64_t>(id), nb::str(source.data(), source.size()), cc);
   } catch (nb::python_error& error) {
     return "CUDA kernel " + HexId(id) + " could not be compiled for sm_" + std::to_string(cc) +
-           ": " + DescribePythonError(error);
+           ": " + jk_python::DescribePythonError(error);
   }
   if (!HasImages(id)) return "the resolver did not register CUDA kernel " + HexId(id);
   return "";

@@ -26,6 +26,8 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include "python_errors.h"
+
 #include "jaxkeops/kernel_abi.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -112,12 +114,6 @@ nb::object& Resolver() {
 
 void SetResolver(nb::object fn) { Resolver() = std::move(fn); }
 
-// "KernelCompileError: <message>", without the Python traceback that what() appends.
-std::string DescribePythonError(const nb::python_error& error) {
-  std::string name = nb::cast<std::string>(error.type().attr("__name__"));
-  return name + ": " + nb::cast<std::string>(nb::str(error.value()));
-}
-
 // Returns "" once `id` is registered, else why it could not be.
 std::string ResolveKernel(uint64_t id, std::string_view source) {
   if (FindKernel(id) != nullptr) return "";
@@ -134,7 +130,7 @@ std::string ResolveKernel(uint64_t id, std::string_view source) {
     resolver(static_cast<int64_t>(id), nb::str(source.data(), source.size()));
   } catch (nb::python_error& error) {
     return "kernel " + HexId(id) + " of an exported computation could not be built: " +
-           DescribePythonError(error);
+           jk_python::DescribePythonError(error);
   }
   if (FindKernel(id) == nullptr) return "the resolver did not register kernel " + HexId(id);
   return "";

@@ -113,8 +113,10 @@ def test_the_platform_picks_the_lowering():
     assert "@jaxkeops_cuda(" not in text
 
 
-def test_with_a_gpu_lowering_compiles_and_registers(monkeypatch, tmp_path):
-    """The GPU path, with the devices and the launcher faked: one image per architecture."""
+@pytest.fixture
+def fake_launcher(monkeypatch, tmp_path):
+    """A CUDA compiler (or a skip), a fresh cache, and a launcher that records the images
+    registered with it as (kernel_id, target, path)."""
     from jaxkeops.runtime import cuda_build
 
     try:
@@ -133,8 +135,14 @@ def test_with_a_gpu_lowering_compiles_and_registers(monkeypatch, tmp_path):
             return {}
 
     monkeypatch.setenv("JAXKEOPS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(lowering_cuda, "gpu_archs", lambda: (80, 90))
     monkeypatch.setattr(lowering_cuda, "_ext_cuda", lambda: FakeLauncher)
+    return registered
+
+
+def test_with_a_gpu_lowering_compiles_and_registers(monkeypatch, fake_launcher):
+    """The GPU path, with the devices and the launcher faked: one image per architecture."""
+    registered = fake_launcher
+    monkeypatch.setattr(lowering_cuda, "gpu_archs", lambda: (80, 90))
     monkeypatch.setattr(lowering_cuda, "register_cuda_target", lambda: None)
     monkeypatch.setattr(lowering_cuda, "_kernels", {})
     spec = gauss_spec("float64")
@@ -145,34 +153,18 @@ def test_with_a_gpu_lowering_compiles_and_registers(monkeypatch, tmp_path):
     assert len(registered) == 2  # once per process
 
 
-def test_a_kernel_lowered_elsewhere_is_compiled_from_the_source_in_the_call(monkeypatch,
-                                                                              tmp_path):
+def test_a_kernel_lowered_elsewhere_is_compiled_from_the_source_in_the_call(fake_launcher):
     """What the launcher does for a jax.export artifact whose kernel this process never lowered:
     the call's `source` attribute is compiled for the device's architecture and registered
     under the call's `kernel_id`."""
-    from jaxkeops.runtime import cuda_build
-
-    try:
-        cuda_build.find_cuda_compiler()
-    except Exception:
-        pytest.skip("no CUDA compiler")
-    registered = []
-
-    class FakeLauncher:
-        @staticmethod
-        def register_image(kid, target, path):
-            registered.append((kid, target, open(path, "rb").read()))
-
-    monkeypatch.setenv("JAXKEOPS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(lowering_cuda, "_ext_cuda", lambda: FakeLauncher)
     text = lowered(gauss, *arrays(), platforms=("cuda",))
     (call,) = custom_calls(text)
     kid = int(attributes(call)["kernel_id"])
     source = render_cuda(gauss_spec("float32"), in_dtype="float32", out_dtype="float32")
     assert kid == kernel_id(cuda_kernel_key(source))
     lowering_cuda.resolve_cuda_kernel(kid, source, 90)
-    [(got_id, target, image)] = registered
-    assert (got_id, target) == (kid, "sm_90") and image
+    [(got_id, target, path)] = fake_launcher
+    assert (got_id, target) == (kid, "sm_90") and open(path, "rb").read()
 
 
 def test_launcher_module():

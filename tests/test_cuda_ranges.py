@@ -9,7 +9,6 @@ and the lowering passes the 3 range arrays of the reduced axis with `ranged = 1`
 
 from __future__ import annotations
 
-import ctypes
 import re
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from cuda_emulator.harness import (
     EmulationError,
     build_module,
     bundle,
-    emulator,
+    call_emulator,
     kernel_operands,
 )
 from test_ranges import K, compare, genred, reference
@@ -106,21 +105,9 @@ def emulate_ranged(module, name: str, spec: KernelSpec, arrays, ranges, *, sched
     bufs += [(r, RANGES) for r in range_arrays] + [(o, OUTPUT) for o in outs]
     if plan.split:
         bufs.append((np.full(plan.scratch_bytes, 0xFF, np.uint8), SCRATCH))
-    arr = lambda ctype, values: (ctype * max(len(values), 1))(*values)
     config = [len(batch), n_red, plan.block, plan.smem_bytes, plan.n_chunks, plan.chunk_len,
               65535]
-    err = ctypes.create_string_buffer(1024)
-    main, combine = module.functions(name)
-    rc = emulator().jk_emu_call(
-        ctypes.c_void_p(main), ctypes.c_void_p(combine), ctypes.c_int(len(bufs)),
-        arr(ctypes.c_int64, [d for a, _ in bufs for d in a.shape]),
-        arr(ctypes.c_int32, [a.ndim for a, _ in bufs]),
-        arr(ctypes.c_int64, [a.itemsize for a, _ in bufs]),
-        arr(ctypes.c_int32, [k for _, k in bufs]),
-        arr(ctypes.c_void_p, [a.ctypes.data for a, _ in bufs]),
-        arr(ctypes.c_int64, config), ctypes.c_int(order), err, ctypes.c_int(len(err)))
-    if rc != 0:
-        raise EmulationError(err.value.decode())
+    call_emulator(module, name, bufs, config, order)
     return tuple(o.reshape(batch + (n_out,) + out.shape) for o, out in zip(outs, spec.outputs))
 
 

@@ -149,6 +149,26 @@ def kernel_operands(spec: KernelSpec, arrays: Sequence[np.ndarray]):
     return ops, batch, n[CAT_I], n[CAT_J]
 
 
+def call_emulator(module: KernelModule, name: str, bufs: Sequence[tuple[np.ndarray, int]],
+                  config: Sequence[int], order: int) -> None:
+    """Runs kernel `name` of `module` under the emulator on the (array, kind) buffers, with the
+    launch `config` (n_batch, n_red, block, smem, n_chunks, chunk_len, max_grid_y); outputs are
+    written into their arrays. Raises EmulationError if the emulation catches a misbehaviour."""
+    arr = lambda ctype, values: (ctype * max(len(values), 1))(*values)
+    err = ctypes.create_string_buffer(1024)
+    main, combine = module.functions(name)
+    rc = emulator().jk_emu_call(
+        ctypes.c_void_p(main), ctypes.c_void_p(combine),
+        ctypes.c_int(len(bufs)), arr(ctypes.c_int64, [d for a, _ in bufs for d in a.shape]),
+        arr(ctypes.c_int32, [a.ndim for a, _ in bufs]),
+        arr(ctypes.c_int64, [a.itemsize for a, _ in bufs]),
+        arr(ctypes.c_int32, [k for _, k in bufs]),
+        arr(ctypes.c_void_p, [a.ctypes.data for a, _ in bufs]),
+        arr(ctypes.c_int64, list(config)), ctypes.c_int(order), err, ctypes.c_int(len(err)))
+    if rc != 0:
+        raise EmulationError(err.value.decode())
+
+
 def emulate(module: KernelModule, name: str, spec: KernelSpec, arrays: Sequence[np.ndarray], *,
             out_dtype: str | None = None, schedule: str | None = None, block: int | None = None,
             chunks: int | None = None, order: int = 0, max_grid_y: int = 65535,
@@ -171,22 +191,9 @@ def emulate(module: KernelModule, name: str, spec: KernelSpec, arrays: Sequence[
     bufs = [(a, KINDS[r]) for a, r in zip(ops, spec.roles)] + [(o, OUTPUT) for o in outs]
     if plan.split:
         bufs.append((np.full(plan.scratch_bytes, 0xFF, np.uint8), SCRATCH))
-    dims = [d for a, _ in bufs for d in a.shape]
-    arr = lambda ctype, values: (ctype * max(len(values), 1))(*values)
     config = [len(batch), n_red, plan.block, plan.smem_bytes, plan.n_chunks, plan.chunk_len,
               max_grid_y]
-    err = ctypes.create_string_buffer(1024)
-    main, combine = module.functions(name)
-    rc = emulator().jk_emu_call(
-        ctypes.c_void_p(main), ctypes.c_void_p(combine),
-        ctypes.c_int(len(bufs)), arr(ctypes.c_int64, dims),
-        arr(ctypes.c_int32, [a.ndim for a, _ in bufs]),
-        arr(ctypes.c_int64, [a.itemsize for a, _ in bufs]),
-        arr(ctypes.c_int32, [k for _, k in bufs]),
-        arr(ctypes.c_void_p, [a.ctypes.data for a, _ in bufs]),
-        arr(ctypes.c_int64, config), ctypes.c_int(order), err, ctypes.c_int(len(err)))
-    if rc != 0:
-        raise EmulationError(err.value.decode())
+    call_emulator(module, name, bufs, config, order)
     return tuple(o.reshape(batch + (n_out,) + out.shape) for o, out in zip(outs, spec.outputs))
 
 
