@@ -76,6 +76,7 @@ class Clusters:
     ranges: Array  # (B * cells, 2) int32: rows of each cluster in `points`
     centroids: Array  # (B, cells, D) (0 for empty cells)
     masses: Array  # (B, cells) total weight (0 for empty cells)
+    labels: Array  # (B * N,) int32: the cluster of each sorted point
 
 
 def grid_side(params: Any, dim: int, lower: Array, upper: Array,
@@ -114,7 +115,8 @@ def cluster(weights: Array, points: Array, lower: Array, side: Array, per_dim: i
     moments = jax.ops.segment_sum(flat_weights[:, None] * flat_points, label, batch * cells)
     centroids = moments / jnp.where(masses > 0, masses, 1)[:, None]
     return Clusters(order, flat_points[order], flat_weights[order], ranges.astype(jnp.int32),
-                    centroids.reshape(batch, cells, dim), masses.reshape(batch, cells))
+                    centroids.reshape(batch, cells, dim), masses.reshape(batch, cells),
+                    label[order])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,19 +285,16 @@ class Bounds:
 def _radii(c: Clusters) -> Array:
     """(B, clusters): the largest distance from a cluster's centroid to one of its points."""
     batch, cells, dim = c.centroids.shape
-    label = jnp.repeat(jnp.arange(batch * cells), c.ranges[:, 1] - c.ranges[:, 0],
-                       total_repeat_length=c.points.shape[0])
-    offsets = c.points - c.centroids.reshape(-1, dim)[label]
-    radius = jax.ops.segment_max(jnp.sqrt(jnp.sum(offsets**2, -1)), label, batch * cells)
+    offsets = c.points - c.centroids.reshape(-1, dim)[c.labels]
+    radius = jax.ops.segment_max(jnp.sqrt(jnp.sum(offsets**2, -1)), c.labels, batch * cells)
     return stop_gradient(jnp.maximum(radius, 0).reshape(batch, cells))
 
 
 def _cluster_max(c: Clusters, values: Array) -> Array:
     """(B, clusters): the largest value of each cluster's points (-inf for an empty one)."""
     batch, cells, _ = c.centroids.shape
-    label = jnp.repeat(jnp.arange(batch * cells), c.ranges[:, 1] - c.ranges[:, 0],
-                       total_repeat_length=values.shape[0])
-    return jax.ops.segment_max(stop_gradient(values), label, batch * cells).reshape(batch, cells)
+    return jax.ops.segment_max(stop_gradient(values), c.labels, batch * cells,
+                               indices_are_sorted=True).reshape(batch, cells)
 
 
 def _swap(ranges: tuple) -> tuple:
