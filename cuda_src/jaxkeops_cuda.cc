@@ -2,13 +2,28 @@
 //
 // One generic XLA FFI handler ("jaxkeops_cuda", platform CUDA) launches generated kernels on the
 // stream XLA passes in. Kernels arrive as cubin/PTX images registered from Python by kernel id
-// and target ("sm_80", "compute_90"); each is loaded once per CUDA context, on first use, and
-// never unloaded. The handler reaches the driver API through dlopen("libcuda.so.1") with its own
-// minimal declarations, so this module builds without a CUDA toolkit and imports on machines
-// without a GPU. A call validates and packs the parameter block (cuda_launch.h, the code the CPU
+// and target ("sm_80", "compute_90"); each is loaded once per CUDA context and never unloaded.
+// The handler reaches the driver API through dlopen (cuda_driver.h), so this module imports on
+// machines without a GPU and builds without a CUDA toolkit.
+//
+// Command buffers (CUDA graphs): XLA runs the Initialize stage before it captures a call, on
+// the call's stream, so the module is loaded there for the stream's context. The Execute stage
+// only looks the module up, packs the parameter block (cuda_launch.h, the code the CPU
 // emulation of the tests runs too) and enqueues one or two cuLaunchKernel: no host
-// synchronisation, no allocation on the device (the split schedule's scratch is an XLA output),
-// so the handler can be captured into command buffers (CUDA graphs).
+// synchronisation and no device allocation (the split schedule's scratch is an XLA output).
+// If the module is missing while the stream is being captured, the call fails with an error
+// instead of loading it inside the capture.
+//
+// Loaded modules are keyed by the context's id (cuCtxGetId), never by its pointer: a context
+// destroyed and created again may get the same pointer but has none of the old modules.
+//
+// Shared memory: a kernel may use 48 KiB of dynamic shared memory per block unless it opts in
+// to more; on loading, the main kernel opts in up to the device's limit (227 KiB on sm_90), and
+// a call asking for more than its function allows fails with a clear message.
+//
+// JAXKEOPS_CUDA_SYNC=1 (debugging): the stream is synchronised before and after each launch,
+// so a kernel fault is reported by the call that caused it, naming the kernel (id, formula,
+// source file), instead of by a later, unrelated operation.
 //
 // A block-sparse call (attribute ranged=1) has 3 more inputs after the kernel's, the int32
 // ranges, slices and redranges of its reduced axis. Their shapes are checked here; their values
@@ -16,11 +31,10 @@
 // the kernel clamps every bound it reads (cuda_kernel.h), so bad values give unspecified
 // results but never an access outside a buffer. (The CPU handler, which can read them, reports
 // a bad tuple as an error.)
-#include <dlfcn.h>
-
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -29,108 +43,44 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
 
+#include "cuda_driver.h"
 #include "python_errors.h"
 
 #include "jaxkeops/cuda_abi.h"
 #include "jaxkeops/cuda_launch.h"
 #include "xla/ffi/api/ffi.h"
 
+
 namespace nb = nanobind;
 namespace ffi = xla::ffi;
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// The few driver API types and entry points used (stable C ABI since CUDA 4; the _v2 names are
-// the ones cuda.h maps to).
-// ---------------------------------------------------------------------------------------------
-
-typedef int CUresult;
-typedef int CUdevice;
-typedef struct CUctx_st* CUcontext;
-typedef struct CUmod_st* CUmodule;
-typedef struct CUfunc_st* CUfunction;
-typedef struct CUstream_st* CUstream;
-constexpr int kComputeCapabilityMajor = 75;  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-constexpr int kComputeCapabilityMinor = 76;
-
-struct Driver {
-  CUresult (*Init)(unsigned) = nullptr;
-  CUresult (*GetErrorString)(CUresult, const char**) = nullptr;
-  CUresult (*StreamGetCtx)(CUstream, CUcontext*) = nullptr;
-  CUresult (*CtxGetCurrent)(CUcontext*) = nullptr;
-  CUresult (*CtxPushCurrent)(CUcontext) = nullptr;
-  CUresult (*CtxPopCurrent)(CUcontext*) = nullptr;
-  CUresult (*CtxGetDevice)(CUdevice*) = nullptr;
-  CUresult (*DeviceGetAttribute)(int*, int, CUdevice) = nullptr;
-  CUresult (*ModuleLoadData)(CUmodule*, const void*) = nullptr;
-  CUresult (*ModuleGetFunction)(CUfunction*, CUmodule, const char*) = nullptr;
-  CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
-                           unsigned, unsigned, CUstream, void**, void**) = nullptr;
-  std::string error;  // why the driver is unusable, or empty
-
-  std::string Describe(CUresult rc) const {
-    const char* msg = nullptr;
-    if (GetErrorString) GetErrorString(rc, &msg);
-    return "CUDA error " + std::to_string(rc) + (msg ? std::string(" (") + msg + ")" : "");
-  }
-};
-
-template <class T> bool Resolve(void* lib, const char* name, T& fn, std::string& error) {
-  fn = reinterpret_cast<T>(dlsym(lib, name));
-  if (fn == nullptr && error.empty()) error = std::string("libcuda.so.1 lacks ") + name;
-  return fn != nullptr;
-}
-
-// Loaded on first use and leaked on purpose (XLA threads may launch during interpreter exit).
-const Driver& GetDriver() {
-  static const Driver* driver = [] {
-    auto* d = new Driver();
-    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) {
-      const char* msg = dlerror();
-      d->error = std::string("cannot load the CUDA driver (libcuda.so.1): ") +
-                 (msg ? msg : "unknown error");
-      return d;
-    }
-    std::string& e = d->error;
-    Resolve(lib, "cuInit", d->Init, e);
-    Resolve(lib, "cuGetErrorString", d->GetErrorString, e);
-    Resolve(lib, "cuStreamGetCtx", d->StreamGetCtx, e);
-    Resolve(lib, "cuCtxGetCurrent", d->CtxGetCurrent, e);
-    Resolve(lib, "cuCtxPushCurrent_v2", d->CtxPushCurrent, e);
-    Resolve(lib, "cuCtxPopCurrent_v2", d->CtxPopCurrent, e);
-    Resolve(lib, "cuCtxGetDevice", d->CtxGetDevice, e);
-    Resolve(lib, "cuDeviceGetAttribute", d->DeviceGetAttribute, e);
-    Resolve(lib, "cuModuleLoadData", d->ModuleLoadData, e);
-    Resolve(lib, "cuModuleGetFunction", d->ModuleGetFunction, e);
-    Resolve(lib, "cuLaunchKernel", d->LaunchKernel, e);
-    if (e.empty()) {
-      if (CUresult rc = d->Init(0); rc != 0) e = "cuInit failed: " + d->Describe(rc);
-    }
-    return d;
-  }();
-  return *driver;
-}
+using namespace jk_driver;  // NOLINT: the driver's types and entry points
 
 // ---------------------------------------------------------------------------------------------
-// Kernel images (per id and target) and loaded modules (per context and id).
+// Kernel images (per id and target) and loaded modules (per context id and kernel id).
 // ---------------------------------------------------------------------------------------------
 
 struct Functions {
   CUfunction main = nullptr, combine = nullptr;
+  int64_t max_smem_bytes = kDefaultSharedBytes;  // dynamic shared memory `main` may use
 };
 
 struct Registry {
   std::shared_mutex mutex;
   std::map<uint64_t, std::map<std::string, std::string>> images;  // id -> target -> bytes
-  std::map<std::pair<CUcontext, uint64_t>, Functions> loaded;
+  std::map<uint64_t, std::string> source_paths;                   // for error messages
+  std::map<std::pair<unsigned long long, uint64_t>, Functions> loaded;  // (ctx id, kernel id)
 };
 
 Registry& GetRegistry() {
@@ -142,6 +92,26 @@ std::string HexId(uint64_t id) {
   char buf[24];
   std::snprintf(buf, sizeof(buf), "0x%016" PRIx64, id);
   return buf;
+}
+
+// "CUDA kernel 0x... (<formula>; source <path>)": the formula from the comment that opens every
+// generated source, the path as registered by Python (absent for a kernel resolved elsewhere).
+std::string DescribeKernel(uint64_t id, std::string_view source) {
+  std::string details;
+  if (source.substr(0, 3) == "// ") {
+    std::string_view line = source.substr(3, source.find('\n') - 3);
+    constexpr std::string_view kBanner = "Generated by jaxkeops (CUDA): ";
+    if (line.substr(0, kBanner.size()) == kBanner) line.remove_prefix(kBanner.size());
+    details = std::string(line.substr(0, 400));
+  }
+  Registry& r = GetRegistry();
+  {
+    std::shared_lock<std::shared_mutex> lock(r.mutex);
+    auto it = r.source_paths.find(id);
+    if (it != r.source_paths.end())
+      details += (details.empty() ? "source " : "; source ") + it->second;
+  }
+  return "CUDA kernel " + HexId(id) + (details.empty() ? "" : " (" + details + ")");
 }
 
 void RegisterImage(uint64_t id, const std::string& target, const std::string& path) {
@@ -174,8 +144,8 @@ const std::string* PickImage(const std::map<std::string, std::string>& images, i
 
 // Kernels without images: a computation lowered without a GPU, or deserialized by jax.export in
 // a process that never lowered it. The call carries the kernel's source; Python
-// (jaxkeops._lowering_cuda) compiles it for the device's compute capability and registers it.
-// Leaked, like the registry: it must outlive any handler still running at interpreter exit.
+// (jaxkeops.runtime.cuda_devices) compiles it for the device's compute capability and
+// registers it. Leaked, like the registry: it must outlive any handler still running at exit.
 nb::object& Resolver() {
   static nb::object* resolver = new nb::object();
   return *resolver;
@@ -211,32 +181,36 @@ std::string ResolveImages(uint64_t id, std::string_view source, int cc) {
   return "";
 }
 
-// The kernels of `id` in context `ctx`, loading the module on first use (and compiling it
-// from `source` when no image is registered). Must run with ctx current. Returns an error
-// message or "".
-std::string GetFunctions(const Driver& drv, CUcontext ctx, uint64_t id, std::string_view source,
-                         Functions& out) {
+// The dynamic shared memory `fn` may use on `dev`, after opting it in to the device's limit.
+int64_t OptInSharedMemory(const Driver& drv, CUfunction fn, CUdevice dev) {
+  int optin = 0, static_bytes = 0;
+  if (drv.FuncGetAttribute(&static_bytes, kStaticSharedBytes, fn) != kSuccess) static_bytes = 0;
+  const int64_t plain = kDefaultSharedBytes - static_bytes;
+  if (drv.DeviceGetAttribute(&optin, kMaxSharedPerBlockOptin, dev) != kSuccess) return plain;
+  const int64_t most = static_cast<int64_t>(optin) - static_bytes;
+  if (most <= plain) return plain;
+  if (drv.FuncSetAttribute(fn, kMaxDynamicSharedBytes, static_cast<int>(most)) != kSuccess)
+    return plain;
+  return most;
+}
+
+// Loads the module of `id` into the current context (whose id is ctx_id), compiling it from
+// `source` first when no image is registered. Returns an error message or "".
+std::string LoadModule(const Driver& drv, unsigned long long ctx_id, uint64_t id,
+                       std::string_view source, Functions& out) {
   Registry& r = GetRegistry();
-  {
-    std::shared_lock<std::shared_mutex> lock(r.mutex);
-    auto it = r.loaded.find({ctx, id});
-    if (it != r.loaded.end()) {
-      out = it->second;
-      return "";
-    }
-  }
   CUdevice dev;
   int major = 0, minor = 0;
   CUresult rc = drv.CtxGetDevice(&dev);
-  if (rc == 0) rc = drv.DeviceGetAttribute(&major, kComputeCapabilityMajor, dev);
-  if (rc == 0) rc = drv.DeviceGetAttribute(&minor, kComputeCapabilityMinor, dev);
-  if (rc != 0) return "cannot query the device: " + drv.Describe(rc);
+  if (rc == kSuccess) rc = drv.DeviceGetAttribute(&major, kComputeCapabilityMajor, dev);
+  if (rc == kSuccess) rc = drv.DeviceGetAttribute(&minor, kComputeCapabilityMinor, dev);
+  if (rc != kSuccess) return "cannot query the device: " + drv.Describe(rc);
   const int cc = major * 10 + minor;
   if (std::string msg = ResolveImages(id, source, cc); !msg.empty()) return msg;
 
   std::unique_lock<std::shared_mutex> lock(r.mutex);
-  auto it = r.loaded.find({ctx, id});
-  if (it != r.loaded.end()) {
+  auto it = r.loaded.find({ctx_id, id});
+  if (it != r.loaded.end()) {  // another thread loaded it meanwhile
     out = it->second;
     return "";
   }
@@ -250,7 +224,7 @@ std::string GetFunctions(const Driver& drv, CUcontext ctx, uint64_t id, std::str
            " (registered: " + have + ")";
   }
   CUmodule module;
-  if (rc = drv.ModuleLoadData(&module, image->data()); rc != 0)
+  if (rc = drv.ModuleLoadData(&module, image->data()); rc != kSuccess)
     return "cannot load CUDA kernel " + HexId(id) + " for sm_" + std::to_string(cc) + ": " +
            drv.Describe(rc);
   Functions f;
@@ -258,11 +232,12 @@ std::string GetFunctions(const Driver& drv, CUcontext ctx, uint64_t id, std::str
                           "jk_combine" JK_STR(JK_CUDA_KERNEL_SUFFIX)};
   CUfunction* slots[2] = {&f.main, &f.combine};
   for (int k = 0; k < 2; ++k) {
-    if (rc = drv.ModuleGetFunction(slots[k], module, names[k]); rc != 0)
+    if (rc = drv.ModuleGetFunction(slots[k], module, names[k]); rc != kSuccess)
       return "CUDA kernel " + HexId(id) + " has no function " + names[k] +
              " (stale kernel cache?): " + drv.Describe(rc);
   }
-  r.loaded.emplace(std::make_pair(ctx, id), f);  // modules stay loaded: executables may run
+  f.max_smem_bytes = OptInSharedMemory(drv, f.main, dev);
+  r.loaded.emplace(std::make_pair(ctx_id, id), f);  // modules stay loaded: executables may run
   out = f;
   return "";
 }
@@ -271,12 +246,100 @@ std::string GetFunctions(const Driver& drv, CUcontext ctx, uint64_t id, std::str
 struct ScopedContext {
   const Driver& drv;
   bool pushed = false;
-  ScopedContext(const Driver& d, CUcontext ctx) : drv(d) { pushed = drv.CtxPushCurrent(ctx) == 0; }
+  ScopedContext(const Driver& d, CUcontext ctx) : drv(d) {
+    pushed = drv.CtxPushCurrent(ctx) == kSuccess;
+  }
   ~ScopedContext() {
     CUcontext ignored;
     if (pushed) drv.CtxPopCurrent(&ignored);
   }
 };
+
+// What a call needs from the driver: its stream's context, and the kernel's functions there.
+struct Prepared {
+  CUcontext ctx = nullptr;
+  Functions fns;
+};
+
+// Finds the kernels of `id` for `stream`'s context, loading the module if this context has not
+// got it yet, unless the stream is being captured into a graph. Returns "" or an error.
+std::string Prepare(const Driver& drv, CUstream stream, uint64_t id, std::string_view source,
+                    Prepared& out) {
+  CUresult rc = drv.StreamGetCtx(stream, &out.ctx);
+  unsigned long long ctx_id = 0;
+  if (rc == kSuccess) rc = drv.CtxGetId(out.ctx, &ctx_id);
+  if (rc != kSuccess) return "cannot get the stream's CUDA context: " + drv.Describe(rc);
+  Registry& r = GetRegistry();
+  {
+    std::shared_lock<std::shared_mutex> lock(r.mutex);
+    auto it = r.loaded.find({ctx_id, id});
+    if (it != r.loaded.end()) {
+      out.fns = it->second;
+      return "";
+    }
+  }
+  CUstreamCaptureStatus capture = kNotCapturing;
+  if (rc = drv.StreamIsCapturing(stream, &capture); rc != kSuccess)
+    return "cannot tell whether the stream is being captured, so " + DescribeKernel(id, source) +
+           " was not loaded: " + drv.Describe(rc);
+  if (capture != kNotCapturing)
+    return DescribeKernel(id, source) + " is not loaded in this CUDA context and the stream is "
+           "being captured into a CUDA graph, where loading a module is not allowed (XLA "
+           "normally initializes the call, which loads it, before capturing). Run the "
+           "computation once outside a graph, or turn off command buffers for custom calls "
+           "(XLA_FLAGS=--xla_gpu_enable_command_buffer=).";
+  ScopedContext scope(drv, out.ctx);
+  return LoadModule(drv, ctx_id, id, source, out.fns);
+}
+
+// The body of the Execute stage once XLA's buffers are decoded (also run by the tests against
+// a fake driver). Sets `code` when it returns an error message.
+std::string Launch(const Driver& drv, CUstream stream, uint64_t id, std::string_view source,
+                   const std::vector<jk::launch::Buffer>& bufs, jk::launch::Config cfg,
+                   ffi::ErrorCode& code) {
+  code = ffi::ErrorCode::kFailedPrecondition;
+  if (!drv.error.empty()) return drv.error;
+  Prepared prep;
+  if (std::string msg = Prepare(drv, stream, id, source, prep); !msg.empty()) return msg;
+  cfg.max_smem_bytes = prep.fns.max_smem_bytes;
+  jk_cuda_params params;
+  std::vector<jk::launch::Launch> launches;
+  if (std::string msg = jk::launch::pack(bufs, cfg, params, launches); !msg.empty()) {
+    code = ffi::ErrorCode::kInvalidArgument;
+    return msg + " (" + DescribeKernel(id, source) + ")";
+  }
+  if (launches.empty()) return "";
+  ScopedContext scope(drv, prep.ctx);
+  code = ffi::ErrorCode::kInternal;
+  CUstreamCaptureStatus capture = kNotCapturing;
+  const bool sync = SyncMode() && drv.StreamIsCapturing(stream, &capture) == kSuccess &&
+                    capture == kNotCapturing;  // a sync would break a capture
+  if (sync) {
+    if (CUresult rc = drv.StreamSynchronize(stream); rc != kSuccess)
+      return "an earlier operation on the stream failed before " + DescribeKernel(id, source) +
+             " was launched: " + drv.Describe(rc) + " (JAXKEOPS_CUDA_SYNC=1)";
+  }
+  void* kernel_args[] = {&params};  // copied by the driver at launch: a stack block is fine
+  for (const jk::launch::Launch& l : launches) {
+    const bool main = l.kernel == jk::launch::MAIN;
+    if (CUresult rc = drv.LaunchKernel(main ? prep.fns.main : prep.fns.combine, l.grid[0],
+                                       l.grid[1], l.grid[2], l.block, 1, 1, l.smem_bytes, stream,
+                                       kernel_args, nullptr);
+        rc != kSuccess)
+      return "launching " + DescribeKernel(id, source) + (main ? "" : " (combine step)") +
+             " failed: " + drv.Describe(rc) + " (grid " + std::to_string(l.grid[0]) + "x" +
+             std::to_string(l.grid[1]) + "x" + std::to_string(l.grid[2]) + ", block " +
+             std::to_string(l.block) + ", " + std::to_string(l.smem_bytes) +
+             " bytes of shared memory)";
+    if (sync) {
+      if (CUresult rc = drv.StreamSynchronize(stream); rc != kSuccess)
+        return DescribeKernel(id, source) + (main ? "" : " (combine step)") +
+               " failed on the device: " + drv.Describe(rc) +
+               " (reported by the synchronisation after its launch, JAXKEOPS_CUDA_SYNC=1)";
+    }
+  }
+  return "";
+}
 
 // ---------------------------------------------------------------------------------------------
 // FFI handlers
@@ -291,7 +354,6 @@ ffi::Error Execute(CUstream stream, int64_t kernel_id, std::string_view source,
                    int64_t n_batch, int64_t n_red, int64_t block, int64_t smem, int64_t n_chunks,
                    int64_t chunk_len, int64_t ranged, ffi::RemainingArgs args,
                    ffi::RemainingRets rets) {
-  const uint64_t id = static_cast<uint64_t>(kernel_id);
   const size_t n_ranges_args = ranged != 0 ? 3 : 0;
   if (args.size() < n_ranges_args || roles.size() != args.size() - n_ranges_args)
     return Fail(ffi::ErrorCode::kInvalidArgument,
@@ -325,50 +387,74 @@ ffi::Error Execute(CUstream stream, int64_t kernel_id, std::string_view source,
                     static_cast<int64_t>(ffi::ByteWidth((*buf)->element_type())),
                     (*buf)->untyped_data(), scratch ? jk::launch::SCRATCH : jk::launch::OUTPUT});
   }
-  jk_cuda_params params;
-  std::vector<jk::launch::Launch> launches;
-  const jk::launch::Config cfg{n_batch, n_red, block, smem, n_chunks, chunk_len};
-  if (std::string msg = jk::launch::pack(bufs, cfg, params, launches); !msg.empty())
-    return Fail(ffi::ErrorCode::kInvalidArgument, msg + " (kernel " + HexId(id) + ")");
-  if (launches.empty()) return ffi::Error::Success();
-
-  const Driver& drv = GetDriver();
-  if (!drv.error.empty()) return Fail(ffi::ErrorCode::kFailedPrecondition, drv.error);
-  CUcontext ctx = nullptr;
-  if (CUresult rc = drv.StreamGetCtx(stream, &ctx); rc != 0)
-    return Fail(ffi::ErrorCode::kInternal, "cannot get the stream's context: " + drv.Describe(rc));
-  ScopedContext scope(drv, ctx);
-  Functions fns;
-  if (std::string msg = GetFunctions(drv, ctx, id, source, fns); !msg.empty())
-    return Fail(ffi::ErrorCode::kFailedPrecondition, msg);
-  void* kernel_args[] = {&params};  // copied by the driver at launch: a stack block is fine
-  for (const jk::launch::Launch& l : launches) {
-    CUfunction fn = l.kernel == jk::launch::MAIN ? fns.main : fns.combine;
-    if (CUresult rc = drv.LaunchKernel(fn, l.grid[0], l.grid[1], l.grid[2], l.block, 1, 1,
-                                       l.smem_bytes, stream, kernel_args, nullptr);
-        rc != 0)
-      return Fail(ffi::ErrorCode::kInternal,
-                  "launching CUDA kernel " + HexId(id) + " failed: " + drv.Describe(rc));
-  }
-  return ffi::Error::Success();
+  jk::launch::Config cfg{n_batch, n_red, block, smem, n_chunks, chunk_len};
+  ffi::ErrorCode code;
+  std::string msg = Launch(GetDriver(), stream, static_cast<uint64_t>(kernel_id), source, bufs,
+                           cfg, code);
+  return msg.empty() ? ffi::Error::Success() : Fail(code, msg);
 }
 
-// Loads the module before XLA runs (or captures into a CUDA graph) the computation, where
-// loading is not allowed. Without a current context it leaves that to the first execution.
-ffi::Error Initialize(ffi::Dictionary attrs) {
+// Loads the module for the stream's context before XLA runs the call or captures it into a
+// CUDA graph, where loading is not allowed.
+ffi::Error Initialize(CUstream stream, ffi::Dictionary attrs) {
   auto kernel_id = attrs.get<int64_t>("kernel_id");
   if (kernel_id.has_error()) return kernel_id.error();
   auto source = attrs.get<std::string_view>("source");
   if (source.has_error()) return source.error();
   const Driver& drv = GetDriver();
-  CUcontext ctx = nullptr;
-  if (!drv.error.empty() || drv.CtxGetCurrent(&ctx) != 0 || ctx == nullptr)
-    return ffi::Error::Success();
-  Functions fns;
-  if (std::string msg = GetFunctions(drv, ctx, static_cast<uint64_t>(*kernel_id), *source, fns);
+  if (!drv.error.empty()) return Fail(ffi::ErrorCode::kFailedPrecondition, drv.error);
+  Prepared prep;
+  if (std::string msg = Prepare(drv, stream, static_cast<uint64_t>(*kernel_id), *source, prep);
       !msg.empty())
     return Fail(ffi::ErrorCode::kFailedPrecondition, msg);
   return ffi::Error::Success();
+}
+
+// Test hooks: the two stages past XLA's decoding, on a stream given as an integer. Only the
+// tests' fake driver ($JAXKEOPS_CUDA_DRIVER) makes them useful without a GPU.
+std::string PrepareForTest(uintptr_t stream, int64_t kernel_id, const std::string& source) {
+  const Driver& drv = GetDriver();
+  if (!drv.error.empty()) return drv.error;
+  Prepared prep;
+  return Prepare(drv, reinterpret_cast<CUstream>(stream), static_cast<uint64_t>(kernel_id),
+                 source, prep);
+}
+
+using TestBuffer = std::tuple<std::vector<int64_t>, int64_t, int>;  // dims, item bytes, kind
+
+std::string LaunchForTest(uintptr_t stream, int64_t kernel_id, const std::string& source,
+                          const std::vector<TestBuffer>& buffers,
+                          const std::vector<int64_t>& config) {
+  if (config.size() != 6)
+    throw std::invalid_argument("config is (n_batch, n_red, block, smem, n_chunks, chunk_len)");
+  std::vector<jk::launch::Buffer> bufs;
+  uintptr_t fake_address = 0x10000;  // never dereferenced on the host
+  for (const auto& [dims, item_bytes, kind] : buffers) {
+    bufs.push_back({dims, item_bytes, reinterpret_cast<void*>(fake_address), kind});
+    fake_address += 0x10000;
+  }
+  jk::launch::Config cfg{config[0], config[1], config[2], config[3], config[4], config[5]};
+  ffi::ErrorCode code;
+  return Launch(GetDriver(), reinterpret_cast<CUstream>(stream),
+                static_cast<uint64_t>(kernel_id), source, bufs, cfg, code);
+}
+
+// Per device, the most dynamic shared memory a block may use after opting in; [] without a
+// usable driver.
+std::vector<int64_t> DeviceSharedMemoryLimits() {
+  const Driver& drv = GetDriver();
+  std::vector<int64_t> out;
+  int count = 0;
+  if (!drv.error.empty() || drv.DeviceGetCount(&count) != kSuccess) return out;
+  for (int k = 0; k < count; ++k) {
+    CUdevice dev;
+    int optin = 0;
+    if (drv.DeviceGet(&dev, k) != kSuccess ||
+        drv.DeviceGetAttribute(&optin, kMaxSharedPerBlockOptin, dev) != kSuccess)
+      optin = static_cast<int>(kDefaultSharedBytes);
+    out.push_back(optin);
+  }
+  return out;
 }
 
 }  // namespace
@@ -391,7 +477,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxkeopsCudaExecute, Execute,
                               {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxkeopsCudaInitialize, Initialize,
-                              ffi::Ffi::BindInitialize().Attrs());
+                              ffi::Ffi::BindInitialize()
+                                  .Ctx<ffi::PlatformStream<CUstream>>()
+                                  .Attrs());
 
 // ---------------------------------------------------------------------------------------------
 // Python module
@@ -408,6 +496,14 @@ NB_MODULE(_ext_cuda, m) {
       "kernel_id"_a, "target"_a, "path"_a,
       "Register a cubin ('sm_80') or PTX ('compute_80') file for a kernel id.");
   m.def(
+      "register_source_path",
+      [](int64_t id, const std::string& path) {
+        Registry& r = GetRegistry();
+        std::unique_lock<std::shared_mutex> lock(r.mutex);
+        r.source_paths[static_cast<uint64_t>(id)] = path;
+      },
+      "kernel_id"_a, "path"_a, "The kernel's generated source file, named by error messages.");
+  m.def(
       "registered_targets",
       [](int64_t id) {
         Registry& r = GetRegistry();
@@ -421,6 +517,10 @@ NB_MODULE(_ext_cuda, m) {
       "kernel_id"_a);
   m.def("driver_error", []() { return GetDriver().error; },
         "Why the CUDA driver cannot be used, or '' when it can.");
+  m.def("device_shared_memory_limits", &DeviceSharedMemoryLimits,
+        "Per CUDA device, the dynamic shared memory (bytes) a block may use after opting in; "
+        "[] when the driver is unusable.");
+  m.def("sync_mode", &SyncMode, "Whether JAXKEOPS_CUDA_SYNC turned on the debugging syncs.");
   m.def("abi_version", []() { return JK_CUDA_ABI_VERSION; });
   m.def(
       "set_resolver", [](nb::object fn) { Resolver() = std::move(fn); }, "resolver"_a,
@@ -436,4 +536,10 @@ NB_MODULE(_ext_cuda, m) {
       },
       "PyCapsules of the FFI handler stages, for jax.ffi.register_ffi_target(..., "
       "platform='CUDA').");
+  m.def("_prepare_for_test", &PrepareForTest, "stream"_a, "kernel_id"_a, "source"_a,
+        "Test hook: the Initialize stage on an integer stream handle; returns '' or the error.");
+  m.def("_launch_for_test", &LaunchForTest, "stream"_a, "kernel_id"_a, "source"_a, "buffers"_a,
+        "config"_a,
+        "Test hook: the Execute stage on fake device buffers [(dims, item_bytes, kind)] and "
+        "config (n_batch, n_red, block, smem, n_chunks, chunk_len); returns '' or the error.");
 }

@@ -13,7 +13,10 @@ initializes the call.
 
 The launch plan (block size, rows or split schedule) is decided here from the static shapes
 and passed as attributes; the split schedule's scratch memory is an extra output of the custom
-call that XLA allocates, so the handler never allocates device memory.
+call that XLA allocates, so the handler never allocates device memory. Blocks hold 192 threads
+unless a tile of the reduced variables does not fit in the shared memory a block may use: 48
+KiB without GPUs (a computation lowered there runs on any GPU), else the opt-in limit of this
+process's GPUs (227 KiB on H100/H200), which the launcher unlocks when it loads the kernel.
 
 A block-sparse call (`spec.ranged`) passes the 3 int32 range arrays of its reduced axis after
 the kernel's operands, with attribute `ranged = 1`. Its values are only read by the kernel on
@@ -23,80 +26,59 @@ tuple is not reported, its result is unspecified.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import math
 import threading
 
 import jax
 import numpy as np
 
-from .codegen.cuda import plan_launch, render_cuda
-from .codegen.spec import KernelSpec
+from .codegen.cuda import DEFAULT_BLOCK, ITEMSIZE, compute_type, plan_launch, render_cuda
+from .codegen.spec import ROLE_INNER, KernelSpec
 from .reductions import VALUE
-from .runtime.cuda_build import build_cuda_kernel, cuda_kernel_key, write_cuda_source
+from .runtime import cuda_devices
+from .runtime.cuda_build import cuda_kernel_key, write_cuda_source
+from .runtime.cuda_devices import (
+    CUDA_TARGET,
+    DEFAULT_SHARED_MEMORY,
+    gpu_archs,
+    register_cuda_target,
+    resolve_cuda_kernel,
+)
 from .runtime.loader import kernel_id
 
-CUDA_TARGET = "jaxkeops_cuda"
 _lock = threading.Lock()
 _kernels: dict[tuple, tuple[int, str]] = {}
-_target_registered = False
 
 
-def _ext_cuda():
-    from . import _ext_cuda
-
-    return _ext_cuda
-
-
-def register_cuda_target() -> None:
-    """Registers the launcher with JAX for platform CUDA (once; JAX defers it until its CUDA
-    backend starts)."""
-    global _target_registered
-    with _lock:
-        if not _target_registered:
-            ext = _ext_cuda()
-            ext.set_resolver(resolve_cuda_kernel)
-            jax.ffi.register_ffi_target(CUDA_TARGET, ext.handlers(), platform="CUDA")
-            jax.ffi.register_ffi_target_as_batch_partitionable(CUDA_TARGET)
-            _target_registered = True
+def choose_block(row_bytes: int, smem_limit: int) -> int:
+    """Threads per block (= reduced rows per shared-memory tile) for reduced rows of
+    `row_bytes` bytes and `smem_limit` bytes of shared memory per block: KeOps' 192, else as
+    many as fit, in whole warps of 32 when a warp fits; 0 when not even one row fits."""
+    if row_bytes * DEFAULT_BLOCK <= smem_limit:
+        return DEFAULT_BLOCK
+    fits = smem_limit // row_bytes
+    return fits // 32 * 32 if fits >= 32 else fits
 
 
-def _build_and_register(kid: int, source: str, key: str, arch: int) -> None:
-    path, target = build_cuda_kernel(source, key, arch)
-    _ext_cuda().register_image(kid, target, str(path))
+def tile_row_bytes(spec: KernelSpec) -> int:
+    """Shared memory taken by one reduced row (the inner variables, in the compute type)."""
+    dims = sum(v.dim for v, r in zip(spec.args, spec.roles) if r == ROLE_INNER)
+    return dims * ITEMSIZE[compute_type(spec)]
 
 
-def resolve_cuda_kernel(kid: int, source: str, arch: int) -> None:
-    """Compiles `source` for compute capability `arch` (e.g. 90) and registers its image under
-    `kid` (called by the launcher for a call whose kernel this process never lowered)."""
-    _build_and_register(kid, source, cuda_kernel_key(source), arch)
-
-
-def _cuda_plugin_installed() -> bool:
-    names = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_plugins.xla_cuda12",
-             "jax_plugins.xla_cuda13")
-    for name in names:
-        try:
-            if importlib.util.find_spec(name) is not None:
-                return True
-        except ModuleNotFoundError:
-            continue
-    return False
-
-
-@functools.cache
-def gpu_archs() -> tuple[int, ...]:
-    """The distinct compute capabilities (e.g. 80) of this process's CUDA devices, or ()."""
-    try:
-        devices = jax.devices("cuda")
-    except RuntimeError:
-        return ()
-    archs = set()
-    for d in devices:
-        major, _, minor = str(getattr(d, "compute_capability", "0.0")).partition(".")
-        archs.add(int(major) * 10 + int(minor or 0))
-    return tuple(sorted(archs))
+def block_for_shared_memory(spec: KernelSpec, smem_limit: int) -> int | None:
+    """The block size where `smem_limit` bytes per block change the launch plan's choice (a
+    tile of 192 wide rows overflowing 48 KiB), else None: the plan's own choice stands."""
+    row_bytes = tile_row_bytes(spec)
+    if smem_limit <= DEFAULT_SHARED_MEMORY or row_bytes * DEFAULT_BLOCK <= DEFAULT_SHARED_MEMORY:
+        return None
+    block = choose_block(row_bytes, smem_limit)
+    if block < 1:
+        raise ValueError(
+            f"{spec.describe()}: one row of the reduced variables takes {row_bytes} bytes, more "
+            f"than the {smem_limit} bytes of shared memory a CUDA block may use on this GPU"
+        )
+    return block
 
 
 def cuda_kernel(spec: KernelSpec, in_dtype: str, out_dtype: str) -> tuple[int, str]:
@@ -110,11 +92,10 @@ def cuda_kernel(spec: KernelSpec, in_dtype: str, out_dtype: str) -> tuple[int, s
     key = cuda_kernel_key(source)
     kid = kernel_id(key)
     write_cuda_source(source, key)
-    archs = gpu_archs()
+    archs = cuda_devices.gpu_archs()
     if archs:
-        register_cuda_target()
-        for arch in archs:
-            _build_and_register(kid, source, key, arch)
+        cuda_devices.register_cuda_target()
+        cuda_devices.register_kernel(kid, source, key, archs)
     with _lock:
         _kernels[(spec, in_dtype, out_dtype)] = (kid, source)
     return kid, source
@@ -144,7 +125,8 @@ def lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int,
     # to its clusters' intervals, so the chunks would mostly be empty launches plus a combine.
     rows_only = extra_attributes is not None or spec.ranged
     plan = plan_launch(spec, n_out, n_red, math.prod(batch),
-                       schedule="rows" if rows_only else None)
+                       schedule="rows" if rows_only else None,
+                       block=block_for_shared_memory(spec, cuda_devices.shared_memory_limit()))
     avals_out = list(ctx.avals_out)
     if plan.split:
         avals_out.append(jax.core.ShapedArray((plan.scratch_bytes,), np.dtype(np.uint8)))
@@ -167,11 +149,10 @@ def lower_cuda(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int,
     return list(results)[: len(ctx.avals_out)]
 
 
-if _cuda_plugin_installed():
-    try:
-        register_cuda_target()
-    except ImportError:  # a build without the launcher: lowering still works, running fails
-        pass
+cuda_devices.register_if_cuda_plugin()
 
-__all__ = ["CUDA_TARGET", "cuda_kernel", "cuda_kernel_id", "gpu_archs", "lower_cuda",
-           "register_cuda_target", "resolve_cuda_kernel"]
+# CUDA_TARGET, gpu_archs, register_cuda_target and resolve_cuda_kernel live in
+# runtime/cuda_devices.py; they stay importable from here (jaxkeops._export, tools).
+__all__ = ["CUDA_TARGET", "block_for_shared_memory", "choose_block", "cuda_kernel",
+           "cuda_kernel_id", "gpu_archs", "lower_cuda", "register_cuda_target",
+           "resolve_cuda_kernel", "tile_row_bytes"]

@@ -18,7 +18,7 @@ from jaxkeops._shapes import index_dtype
 from jaxkeops.codegen.cuda import plan_launch, render_cuda
 from jaxkeops.codegen.spec import KernelSpec
 from jaxkeops.formulas import CAT_I, CAT_J, Var, make
-from jaxkeops.runtime import cache_dir
+from jaxkeops.runtime import cache_dir, cuda_devices
 from jaxkeops.runtime.cuda_build import CudaBuildStats, cuda_kernel_key
 from jaxkeops.runtime.loader import kernel_id
 
@@ -66,7 +66,7 @@ def test_reduction_lowers_to_the_cuda_custom_call():
                 "chunk_len": "2000", "smem": str(plan.smem_bytes),
                 "roles": "dense<[0, 1, 1]>"}
     assert {k: attrs[k] for k in expected} == expected
-    if not lowering_cuda.gpu_archs():  # no GPU: nothing compiled, the source is in the cache
+    if not cuda_devices.gpu_archs():  # no GPU: nothing compiled, the source is in the cache
         assert CudaBuildStats.compiled == compiled
         ids = {kernel_id(cuda_kernel_key(render_cuda(gauss_spec())))}
         assert int(attrs["kernel_id"]) in ids
@@ -116,7 +116,8 @@ def test_the_platform_picks_the_lowering():
 @pytest.fixture
 def fake_launcher(monkeypatch, tmp_path):
     """A CUDA compiler (or a skip), a fresh cache, and a launcher that records the images
-    registered with it as (kernel_id, target, path)."""
+    registered with it as (kernel_id, target, path); its `source_paths` attribute maps kernel
+    ids to the source files registered for error messages."""
     from jaxkeops.runtime import cuda_build
 
     try:
@@ -126,29 +127,37 @@ def fake_launcher(monkeypatch, tmp_path):
     registered = []
 
     class FakeLauncher:
+        source_paths = {}
+
         @staticmethod
         def register_image(kid, target, path):
             registered.append((kid, target, path))
+
+        @staticmethod
+        def register_source_path(kid, path):
+            FakeLauncher.source_paths[kid] = path
 
         @staticmethod
         def handlers():
             return {}
 
     monkeypatch.setenv("JAXKEOPS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(lowering_cuda, "_ext_cuda", lambda: FakeLauncher)
+    monkeypatch.setattr(cuda_devices, "launcher", lambda: FakeLauncher)
     return registered
 
 
 def test_with_a_gpu_lowering_compiles_and_registers(monkeypatch, fake_launcher):
     """The GPU path, with the devices and the launcher faked: one image per architecture."""
     registered = fake_launcher
-    monkeypatch.setattr(lowering_cuda, "gpu_archs", lambda: (80, 90))
-    monkeypatch.setattr(lowering_cuda, "register_cuda_target", lambda: None)
+    monkeypatch.setattr(cuda_devices, "gpu_archs", lambda: (80, 90))
+    monkeypatch.setattr(cuda_devices, "register_cuda_target", lambda: None)
     monkeypatch.setattr(lowering_cuda, "_kernels", {})
     spec = gauss_spec("float64")
     kid = lowering_cuda.cuda_kernel_id(spec, "float64", "float64")
     assert [(k, t) for k, t, _ in registered] == [(kid, "sm_80"), (kid, "sm_90")]
     assert all(open(p, "rb").read() for _, _, p in registered)
+    source_path = cuda_devices.launcher().source_paths[kid]  # named by the launcher's errors
+    assert open(source_path).read() == lowering_cuda.cuda_kernel(spec, "float64", "float64")[1]
     assert lowering_cuda.cuda_kernel_id(spec, "float64", "float64") == kid
     assert len(registered) == 2  # once per process
 
@@ -174,5 +183,6 @@ def test_launcher_module():
     assert ext.registered_targets(12345) == []
     with pytest.raises(RuntimeError, match="cannot read"):
         ext.register_image(12345, "sm_80", "/nonexistent/kernel.cubin")
-    if not lowering_cuda.gpu_archs():
+    if not cuda_devices.gpu_archs():
         assert ext.driver_error()  # no GPU here: the launcher says why it cannot run
+        assert ext.device_shared_memory_limits() == []

@@ -39,6 +39,9 @@ struct Config {
   int64_t n_chunks;
   int64_t chunk_len;
   int64_t max_grid_y = 65535;  // the hardware limit; the tests lower it to exercise the loop
+  // Dynamic shared memory a block of the main kernel may use: 48 KiB on every GPU, more where
+  // the launcher opted the kernel in (up to 227 KiB on sm_90).
+  int64_t max_smem_bytes = 48 * 1024;
 };
 
 struct Launch {
@@ -99,12 +102,17 @@ inline std::string pack(const std::vector<Buffer>& bufs, const Config& cfg, jk_c
   P.n_ranges = -1;
   const int64_t nb = cfg.n_batch_dims;
   if (nb < 0 || cfg.n_red < 0 || cfg.block < 1 || cfg.block > 1024 || cfg.n_chunks < 1 ||
-      cfg.n_chunks > 65535 || cfg.smem_bytes < 0 || cfg.smem_bytes > 48 * 1024 ||
-      cfg.chunk_len < 0 || cfg.max_grid_y < 1)
+      cfg.n_chunks > 65535 || cfg.smem_bytes < 0 || cfg.chunk_len < 0 || cfg.max_grid_y < 1)
     return "invalid launch attributes: n_batch=" + std::to_string(nb) +
            ", n_red=" + std::to_string(cfg.n_red) + ", block=" + std::to_string(cfg.block) +
            ", smem=" + std::to_string(cfg.smem_bytes) +
            ", n_chunks=" + std::to_string(cfg.n_chunks);
+  if (cfg.smem_bytes > cfg.max_smem_bytes)
+    return "the kernel needs " + std::to_string(cfg.smem_bytes) +
+           " bytes of dynamic shared memory per block (block=" + std::to_string(cfg.block) +
+           "), more than the " + std::to_string(cfg.max_smem_bytes) +
+           " this device allows: it was lowered for a GPU with more shared memory; lower it "
+           "again in this process";
   size_t n_inputs = 0, first_out = bufs.size();
   std::vector<const Buffer*> range_arrays;
   for (size_t i = 0; i < bufs.size(); ++i) {
