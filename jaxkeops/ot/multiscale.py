@@ -17,7 +17,9 @@ truncation, on block-sparse jaxkeops reductions.
    here are safe at every temperature and keep fewer blocks as eps shrinks (in the benchmark
    of docs/benchmarks.md: 4.0% of the cluster pairs at the first fine step, 1.2% at the last,
    where GeomLoss's one truncation kept 40% of the point pairs).
-4. The last, differentiable update (the envelope-theorem step) runs on the truncated kernel too.
+4. With `tol`, the online backend's convergence loop follows at the target temperature
+   (alternating updates, until no potential moves by more than tol), truncated as above.
+5. The last, differentiable update (the envelope-theorem step) runs on the truncated kernel too.
 
 Batch dims: the clouds of the batch are flattened into one problem whose clusters only pair
 within their batch element (a block-diagonal sparsity pattern), which GeomLoss cannot do.
@@ -41,6 +43,7 @@ from .solver import (
     CostMatrices,
     DualPotentials,
     SinkhornInfo,
+    converging_step,
     epsilon_scaling,
     extrapolate,
     log_weights,
@@ -238,11 +241,24 @@ def multiscale_solve(m: Measures, params: Any) -> tuple[DualPotentials, Clusters
                           stop_gradient(cy.points))
         return k + 1, epsilon_scaling(costs, fine_a, fine_b, potentials, schedule, k, k + 1, rho)
 
-    fine = jax.lax.while_loop(lambda state: state[0] < schedule.length, fine_step,
-                              (jump + 1, stop_gradient(fine)))[1]
+    steps, fine = jax.lax.while_loop(lambda state: state[0] < schedule.length, fine_step,
+                                     (jump + 1, stop_gradient(fine)))
+    error = jnp.asarray(jnp.nan, m.x.dtype)
+    if params.tol is not None:
+        # The online backend's convergence loop at the target temperature, with the truncation
+        # re-evaluated from the potentials at every step.
+        def converge(state):
+            costs = costs_for(state[1], schedule.target, stop_gradient(cx.points),
+                              stop_gradient(cy.points))
+            return converging_step(costs, fine_a, fine_b, schedule.target, rho, state)
+
+        steps, fine, error = jax.lax.while_loop(
+            lambda state: (state[0] < schedule.length + params.max_extra_iter)
+            & (state[2] > params.tol),
+            converge, (steps, fine, jnp.asarray(jnp.inf, m.x.dtype)))
     final_costs = costs_for(fine, schedule.target, cx.points, cy.points)
     potentials = extrapolate(final_costs, fine_a, fine_b, fine, schedule.target, rho)
-    info = SinkhornInfo(schedule.length, jnp.asarray(jnp.nan, m.x.dtype), None)
+    info = SinkhornInfo(steps, error, None if params.tol is None else error <= params.tol)
     return potentials, cx, cy, info
 
 

@@ -85,10 +85,6 @@ class SinkhornParams:
         if self.backend == "multiscale":
             check_positive("cluster_scale", self.cluster_scale, allow_none=True)
             check_positive("truncate", self.truncate, allow_none=True)
-            if self.tol is not None:
-                raise NotImplementedError("tol= (the convergence loop) is not available with "
-                                          "backend='multiscale', which runs GeomLoss's "
-                                          "schedule only")
         if isinstance(self.max_extra_iter, bool) or not isinstance(self.max_extra_iter, int) \
                 or self.max_extra_iter < 0:
             raise ValueError(f"max_extra_iter must be an integer >= 0, got "

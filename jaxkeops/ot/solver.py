@@ -139,7 +139,7 @@ def _largest_change(old: DualPotentials, new: DualPotentials) -> Array:
     return jnp.max(jnp.stack(changes))
 
 
-def _converging_step(costs: CostMatrices, a_log: Array, b_log: Array, eps: Any, rho: Any,
+def converging_step(costs: CostMatrices, a_log: Array, b_log: Array, eps: Any, rho: Any,
                       state: tuple) -> tuple:
     """One step of the convergence loop at the target temperature. OT(a, b) takes plain
     alternating updates (f from g, then g from the new f): at a fixed eps they converge several
@@ -209,7 +209,7 @@ def sinkhorn_loop(a_log: Array, b_log: Array, costs: CostMatrices, schedule: Sch
     if tol is not None:
         state = jax.lax.while_loop(
             lambda state: (state[0] < schedule.length + max_extra_iter) & (state[2] > tol),
-            lambda state: _converging_step(frozen, a_frozen, b_frozen, schedule.target, rho,
+            lambda state: converging_step(frozen, a_frozen, b_frozen, schedule.target, rho,
                                            state),
             state)
     steps, potentials, error = state
@@ -276,5 +276,5 @@ def extrapolate(costs: CostMatrices, a_log: Array, b_log: Array, potentials: Dua
                    stop_gradient(potentials), eps, dampening(eps, rho))
 
 
-__all__ = ["CostMatrices", "DualPotentials", "SinkhornInfo", "epsilon_scaling", "extrapolate",
-           "log_weights", "sinkhorn_loop"]
+__all__ = ["CostMatrices", "DualPotentials", "SinkhornInfo", "converging_step", "epsilon_scaling",
+           "extrapolate", "log_weights", "sinkhorn_loop"]
