@@ -113,12 +113,35 @@ def _common_explicit_split(blocks: list) -> list:
         return [jax.sharding.reshard(b, P(*target, None, None)) for b in blocks]
 
 
+# One device's CPU kernel spreads its output rows (batch included) over the pool's threads,
+# each packing the reduced rows it sweeps. With fewer rows than this per thread, the reduced axis
+# is cut into chunks too, so that every thread packs and sweeps only its share of it.
+ROWS_PER_THREAD = 16
+# Below this many pairs, one thread is as fast (see cuda_src/jaxkeops_ext.cc: kInlineWork).
+MIN_SPLIT_PAIRS = 1 << 20
+
+
+def thread_split(spec: KernelSpec, rows: int, n_red: int, threads: int) -> int:
+    """How many chunks of the reduced axis a one-device CPU call is cut into (1: none), for
+    `rows` output rows in all (batch included) and a pool of `threads` threads: a multiple of
+    the thread count that divides n_red, when the rows alone cannot keep the threads busy
+    (e.g. 2 for 10 rows and n_red = 1e7 on 2 threads; 1 for 10,000 rows)."""
+    if threads < 2 or rows >= ROWS_PER_THREAD * threads or rows * n_red < MIN_SPLIT_PAIRS:
+        return 1
+    smallest = spec.k if spec.reduction in _K_REDUCTIONS else 1
+    for count in range(threads, 4 * threads + 1):
+        if n_red % count == 0 and n_red // count >= max(smallest, 1024):
+            return count
+    return 1
+
+
 def blocked_reduction(spec: KernelSpec, operands: Sequence[jax.Array], n_out: int, n_red: int,
-                      n_devices: int, bind_blocks: BindBlocks) -> list:
-    """The reduction as one call over S_i x S_j blocks, and the merge of its S_j partials."""
+                      counts: tuple[int, int], bind_blocks: BindBlocks) -> list:
+    """The reduction as one call over S_i x S_j blocks (counts = (S_i, S_j), see
+    `block_counts` and `thread_split`), and the merge of its S_j partials."""
     shapes = [tuple(a.shape[:-2]) for a in operands]
     batch = tuple(np.broadcast_shapes(*shapes)) if shapes else ()
-    s_i, s_j = block_counts(spec, n_out, n_red, n_devices)
+    s_i, s_j = counts
     blocks = [_to_blocks(a, role, batch, s_i, s_j) for a, role in zip(operands, spec.roles)]
     blocks = _common_explicit_split(blocks)
     by_var = dict(zip(spec.args, blocks))

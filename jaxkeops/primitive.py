@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import os
 from collections.abc import Sequence
 
 import jax
@@ -35,7 +37,7 @@ from jax.interpreters import ad, batching, mlir
 
 from ._lowering import lower_cpu
 from ._lowering_cuda import lower_cuda
-from ._partition import blocked_reduction, sharding_factors
+from ._partition import block_counts, blocked_reduction, sharding_factors, thread_split
 from ._select import evaluate_at_selection
 from .autodiff import INDEX_ONLY, SELECTING, jvp, sum_tangent_formula, transpose
 from .codegen.spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
@@ -125,10 +127,21 @@ def _bind_blocks(spec: KernelSpec, operands: Sequence, n_out: int, n_red: int) -
     return block_reduction_p.bind(*operands, spec=spec, n_out=n_out, n_red=n_red)
 
 
-def _lower_spread(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int, devices: int):
+def _lower_blocked(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int,
+                   counts: tuple[int, int]):
     return mlir.lower_fun(
-        lambda *xs: blocked_reduction(spec, xs, n_out, n_red, devices, _bind_blocks),
+        lambda *xs: blocked_reduction(spec, xs, n_out, n_red, counts, _bind_blocks),
         multiple_results=True)(ctx, *operands)
+
+
+def _lower_spread(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int, devices: int):
+    return _lower_blocked(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
+                          counts=block_counts(spec, n_out, n_red, devices))
+
+
+def _cpu_threads() -> int:
+    """The cores XLA's CPU thread pool has: those this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _ranges_of_axis(ctx, operands, spec: KernelSpec):
@@ -160,6 +173,10 @@ def _lower_cpu(ctx, *operands, spec: KernelSpec, n_out: int, n_red: int):
         if (devices := _spmd_devices(ctx)) > 1:
             return _lower_spread(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
                                  devices=devices)
+        rows = math.prod(ctx.avals_out[0].shape[:-1])
+        if (s_j := thread_split(spec, rows, n_red, _cpu_threads())) > 1:
+            return _lower_blocked(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red,
+                                  counts=(1, s_j))
         return lower_cpu(ctx, *operands, spec=spec, n_out=n_out, n_red=n_red)
     # CPU kernels compute half-precision data in float32: convert around a float32 kernel.
     wide = dataclasses.replace(spec, storage_dtype=None)
