@@ -29,6 +29,7 @@ from jaxkeops.errors import CompilerNotFoundError, KernelCompileError
 from jaxkeops.formulas import CAT_I, CAT_J, Var, make
 from jaxkeops.reductions import REDUCTIONS
 from jaxkeops.runtime import cache_dir, cuda_build
+from jaxkeops.runtime.build import headers_digest
 from jaxkeops.runtime.nvrtc import find_nvrtc
 
 NVRTC_ARCHS = (90,)
@@ -64,7 +65,7 @@ def _halves(sources: dict[str, str]) -> list[dict[str, str]]:
 
 def _marker(*parts: str):
     h = hashlib.sha256()
-    for part in (*parts, cuda_build._headers_digest(INCLUDE)):
+    for part in (*parts, headers_digest(INCLUDE, "cuda")):
         h.update(part.encode() + b"\0")
     folder = cache_dir() / "cuda-compile-checks"
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import pytest
 
 from jaxkeops import Pm, Vi, Vj
 from jaxkeops.formulas import CAT_I, Const, Var, make
-from jaxkeops.runtime.build import _headers_digest, include_dir
+from jaxkeops.runtime.build import headers_digest, include_dir
 
 
 def test_scalar_passed_to_vi_is_an_error_not_a_constant():
@@ -33,12 +33,29 @@ def test_scalar_to_the_power_of_lazytensor_builds_powf():
 def test_cuda_header_edits_do_not_change_cpu_kernel_keys(tmp_path):
     copy = tmp_path / "include"
     shutil.copytree(include_dir(), copy)
-    before = _headers_digest(copy)
+    before = headers_digest(copy)
     (copy / "jaxkeops" / "cuda_extra.h").write_text("// a CUDA-only header\n")
-    assert _headers_digest(copy) == before
+    headers_digest.cache_clear()
+    assert headers_digest(copy) == before
     with open(copy / "jaxkeops" / "math.h", "a") as f:
         f.write("// a CPU header edit\n")
-    assert _headers_digest(copy) != before
+    headers_digest.cache_clear()
+    assert headers_digest(copy) != before
+
+
+def test_cuda_kernel_keys_follow_every_header(tmp_path):
+    """CUDA kernels include the CUDA headers and the shared ones: an edit of either must give
+    new keys (one digest function, two selections of headers)."""
+    copy = tmp_path / "include"
+    shutil.copytree(include_dir(), copy)
+    before = headers_digest(copy, "cuda")
+    for name in ("cuda_reductions.h", "math.h"):
+        with open(copy / "jaxkeops" / name, "a") as f:
+            f.write("// an edit\n")
+        headers_digest.cache_clear()
+        after = headers_digest(copy, "cuda")
+        assert after != before, name
+        before = after
 
 
 def test_min_reference_keeps_nan_like_numpy():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import subprocess
@@ -42,26 +43,26 @@ def include_dir() -> Path:
     )
 
 
-def _headers_digest(root: Path) -> str:
+@functools.cache
+def headers_digest(root: Path, backend: str = "cpu") -> str:
+    """The one digest of the kernel headers under `root` that kernel keys include: every header
+    for "cuda", all but the CUDA-only `cuda_*.h` for "cpu" (CPU kernels never include them, so
+    a CUDA edit leaves CPU kernels cached)."""
+    if backend not in ("cpu", "cuda"):
+        raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
     h = hashlib.sha256()
     for path in sorted((root / "jaxkeops").rglob("*.h")):
-        if path.name.startswith("cuda_"):  # CPU kernels never include the CUDA headers
+        if backend == "cpu" and path.name.startswith("cuda_"):
             continue
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
 
-_HEADERS_DIGEST: dict[Path, str] = {}
-
-
 def kernel_key(source: str, toolchain: Toolchain) -> str:
     """Content hash of everything that decides the binary: source, headers, toolchain, version."""
-    root = include_dir()
-    if root not in _HEADERS_DIGEST:
-        _HEADERS_DIGEST[root] = _headers_digest(root)
     h = hashlib.sha256()
-    for part in (source, _HEADERS_DIGEST[root], toolchain.fingerprint(), __version__):
+    for part in (source, headers_digest(include_dir()), toolchain.fingerprint(), __version__):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -116,10 +117,8 @@ def precompiled_header_dir(toolchain: Toolchain) -> Path | None:
     if "g++" not in toolchain.version and "GCC" not in toolchain.version:
         return None
     root = include_dir()
-    if root not in _HEADERS_DIGEST:
-        _HEADERS_DIGEST[root] = _headers_digest(root)
     tag = hashlib.sha256(
-        (_HEADERS_DIGEST[root] + toolchain.fingerprint() + __version__).encode()
+        (headers_digest(root) + toolchain.fingerprint() + __version__).encode()
     ).hexdigest()[:20]
     folder = cache_dir() / f"pch-{tag}"
     if folder in _pch_unusable:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import CompilerNotFoundError, KernelCompileError
-from .build import include_dir, run_compiler
+from .build import headers_digest, include_dir, run_compiler
 from .cache import (
     ET_EXEC,
     atomic_write,
@@ -48,19 +48,10 @@ class CudaBuildStats:
     compile_seconds = 0.0
 
 
-@functools.cache
-def _headers_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted((root / "jaxkeops").rglob("*.h")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def cuda_kernel_key(source: str) -> str:
     """Content hash of a CUDA kernel: source, headers and package version (no compiler)."""
     h = hashlib.sha256()
-    for part in ("cuda", source, _headers_digest(include_dir()), __version__):
+    for part in ("cuda", source, headers_digest(include_dir(), "cuda"), __version__):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
