@@ -23,6 +23,7 @@ the reductions' inf/NaN semantics (those of jax.numpy, see reductions/table.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -34,23 +35,19 @@ from jax.sharding import PartitionSpec as P
 
 from .codegen.spec import ROLE_INNER, ROLE_OUTER, KernelSpec
 from .formulas import CAT_P, Var, variables
-from .reductions import INDEX
+from .reductions import INDEX, reduction
 
 # bind_blocks(spec, operands, n_out, n_red, n_batch) -> outputs: one kernel call whose
 # operands and outputs all have the same n_batch leading batch dims.
 BindBlocks = Callable[[KernelSpec, Sequence[jax.Array], int, int], list]
 
-_EXTREMA = {"Min": "Min_ArgMin", "ArgMin": "Min_ArgMin", "Min_ArgMin": "Min_ArgMin",
-            "Max": "Max_ArgMax", "ArgMax": "Max_ArgMax", "Max_ArgMax": "Max_ArgMax"}
-_K_REDUCTIONS = ("KMin", "ArgKMin", "KMin_ArgKMin")
-_LSE = ("LogSumExp", "LogSumExpSigned")
 
 
 def block_counts(spec: KernelSpec, n_out: int, n_red: int, n_devices: int) -> tuple[int, int]:
     """(S_i, S_j): how many chunks the output rows and the reduced rows are cut into."""
     s_i = math.gcd(n_out, n_devices) if n_out else 1
     s_j = math.gcd(n_red, n_devices) if n_red else 1
-    if spec.reduction in _K_REDUCTIONS:
+    if reduction(spec.reduction).needs_k:
         while s_j > 1 and n_red // s_j < spec.k:
             s_j = max(d for d in range(1, s_j) if s_j % d == 0)
     return s_i, s_j
@@ -128,7 +125,7 @@ def thread_split(spec: KernelSpec, rows: int, n_red: int, threads: int) -> int:
     (e.g. 2 for 10 rows and n_red = 1e7 on 2 threads; 1 for 10,000 rows)."""
     if threads < 2 or rows >= ROWS_PER_THREAD * threads or rows * n_red < MIN_SPLIT_PAIRS:
         return 1
-    smallest = spec.k if spec.reduction in _K_REDUCTIONS else 1
+    smallest = spec.k if reduction(spec.reduction).needs_k else 1
     for count in range(threads, 4 * threads + 1):
         if n_red % count == 0 and n_red // count >= max(smallest, 1024):
             return count
@@ -211,10 +208,10 @@ def _pick(key, index, value, axis):
     return best_index.squeeze(axis), jax.lax.bitcast_convert_type(bits, value.dtype), won
 
 
-def _merge_extremum(spec, partial, axis, n_local):
-    value, index = partial(dataclasses.replace(spec, reduction=_EXTREMA[spec.reduction]))
+def _merge_extremum(spec, partial, axis, n_local, is_max: bool):
+    pair = "Max_ArgMax" if is_max else "Min_ArgMin"
+    value, index = partial(dataclasses.replace(spec, reduction=pair))
     index = _global_index(index, axis, n_local)
-    is_max = spec.reduction.startswith(("Max", "ArgMax"))
     index, value, _ = _pick(_extremum_key(value, is_max), index, value, axis)
     return [index if o.kind == INDEX else value for o in spec.outputs]
 
@@ -288,18 +285,20 @@ def merge_blocks(spec: KernelSpec, partial: Callable[[KernelSpec], list], axis: 
                  n_local: int) -> list:
     """The full reduction from partial ones along `axis` (blocks of n_local reduced rows).
     `partial(spec')` runs a reduction on the blocks (spec' reads a subset of the operands)."""
-    name = spec.reduction
-    if name == "Sum":
+    merge = reduction(spec.reduction).merge
+    if merge == "sum":
         return [jnp.sum(o, axis=axis) for o in partial(spec)]
-    if name in _EXTREMA:
-        return _merge_extremum(spec, partial, axis, n_local)
-    if name in _K_REDUCTIONS:
-        return _merge_kmin(spec, partial, axis, n_local)
-    if name in _LSE:
-        return _merge_lse(spec, partial, axis, n_local)
-    if name == "SumSoftMaxWeight":
-        return _merge_softmax(spec, partial, axis, n_local)
-    raise NotImplementedError(f"no merge over blocks of reduced rows for {name}")
+    return _MERGES[merge](spec, partial, axis, n_local)
+
+
+# Each merge kind of the reduction table (ReductionSpec.merge) but "sum".
+_MERGES = {
+    "min": functools.partial(_merge_extremum, is_max=False),
+    "max": functools.partial(_merge_extremum, is_max=True),
+    "kmin": _merge_kmin,
+    "lse": _merge_lse,
+    "softmax": _merge_softmax,
+}
 
 
 # ----------------------------------------------------------------------------------------------

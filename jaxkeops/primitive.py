@@ -39,10 +39,10 @@ from ._lowering import lower_cpu
 from ._lowering_cuda import lower_cuda
 from ._partition import block_counts, blocked_reduction, sharding_factors, thread_split
 from ._select import evaluate_at_selection
-from .autodiff import INDEX_ONLY, SELECTING, jvp, sum_tangent_formula, transpose
+from .autodiff import jvp, sum_tangent_formula, transpose
 from .codegen.spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
 from .formulas import CAT_I, CAT_J, Node, Var, make, variables
-from .reductions import INDEX
+from .reductions import INDEX, reduction
 
 reduction_p = Primitive("jaxkeops_reduction")
 reduction_p.multiple_results = True
@@ -247,24 +247,22 @@ def _jvp_rule(primals, tangents, *, spec: KernelSpec, n_out: int, n_red: int):
             tangent_vars[var] = tv
             operands[tv] = t
     zero_tangents = [_zero_tangent(o) for o in outs]
-    if spec.reduction in INDEX_ONLY or not tangent_vars:
+    rule = reduction(spec.reduction)
+    if rule.derivative == "none" or not tangent_vars:
         return outs, zero_tangents
-    if spec.reduction in SELECTING:
+    if rule.derivative == "select":
         return outs, _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red,
                                          ranges)
-    out_var = lse_var = sign_var = None
-    if spec.reduction in ("LogSumExp", "LogSumExpSigned", "SumSoftMaxWeight"):
-        out_var = fresh.var(outs[0].shape[-1], _outer_cat(spec))
-        operands[out_var] = outs[0]
-    if spec.reduction == "LogSumExpSigned":
-        sign_var = fresh.var(outs[1].shape[-1], _outer_cat(spec))
-        operands[sign_var] = outs[1]
-    if spec.reduction == "SumSoftMaxWeight":
-        lse_var = fresh.var(1, _outer_cat(spec))
-        operands[lse_var] = _bind_formulas(spec, spec.formulas[:1], "LogSumExp", spec.axis,
-                                           operands, n_out, n_red, ranges=ranges)[0]
-    formula = sum_tangent_formula(spec.reduction, spec.formulas, tangent_vars, out_var, lse_var,
-                                  sign_var)
+    inputs = {}
+    for name in rule.tangent_inputs:
+        if name == "lse":
+            value = _bind_formulas(spec, spec.formulas[:1], "LogSumExp", spec.axis, operands,
+                                   n_out, n_red, ranges=ranges)[0]
+        else:
+            value = outs[("out", "sign").index(name)]
+        inputs[name] = fresh.var(value.shape[-1], _outer_cat(spec))
+        operands[inputs[name]] = value
+    formula = sum_tangent_formula(spec.reduction, spec.formulas, tangent_vars, inputs)
     if formula is None:
         return outs, zero_tangents
     tangent = _bind_formulas(spec, (formula,), "Sum", spec.axis, operands, n_out, n_red,
@@ -279,8 +277,9 @@ def _selecting_tangents(spec, outs, operands, tangent_vars, n_out, n_red, ranges
     if INDEX in kinds:
         indices = outs[kinds.index(INDEX)]
     else:
-        indices = _bind_formulas(spec, spec.formulas, SELECTING[spec.reduction], spec.axis,
-                                 operands, n_out, n_red, k=spec.k, ranges=ranges)[0]
+        selection = reduction(spec.reduction).selection
+        indices = _bind_formulas(spec, spec.formulas, selection, spec.axis, operands, n_out,
+                                 n_red, k=spec.k, ranges=ranges)[0]
     derivative = jvp(spec.formulas[0], tangent_vars)
     result = []
     for out, kind in zip(outs, kinds):

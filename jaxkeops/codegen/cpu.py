@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..formulas import OPS, Const, Op, Var, make, walk
-from ..reductions import CppOptions
+from ..reductions import CppOptions, reduction
 from .hoist import hoist
 from .linear import LinearPlan, plan_linear_sum
 from .printer import print_body, print_tile_body
@@ -42,16 +42,14 @@ def column_block(formulas) -> int:
     return 1
 
 
-# The CPU log-sum-exp reductions take their exponent in base 2 (f log2 e): the constant joins
-# the formula's own constants (scaling.py), and the kernel calls 2^x instead of e^x.
-BASE2_REDUCTIONS = ("LogSumExp", "LogSumExpSigned", "SumSoftMaxWeight")
-
-
+# The CPU log-sum-exp reductions (ReductionSpec.base2) take their exponent in base 2 (f log2 e):
+# the constant joins the formula's own constants (scaling.py), and the kernel calls 2^x instead
+# of e^x.
 def _kernel_formulas(spec: KernelSpec, plan: LinearPlan | None) -> tuple:
     if plan is not None:
         return plan.coefs
     formulas = spec.formulas
-    if spec.reduction in BASE2_REDUCTIONS:
+    if reduction(spec.reduction).base2:
         formulas = (make("Mult", formulas[0], Const(LOG2E)),) + formulas[1:]
     return formulas
 

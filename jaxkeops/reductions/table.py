@@ -70,6 +70,9 @@ class CppOptions:
         return f"jk::{SCHEME_ENUMS[self.scheme]}{acc}"
 
 
+MERGES = ("sum", "lse", "softmax", "min", "max", "kmin")
+
+
 @dataclass(frozen=True)
 class ReductionSpec:
     name: str
@@ -81,6 +84,33 @@ class ReductionSpec:
     scalar_formula: bool = False  # the first formula must have dim 1
     weight_optional: bool = False
     sum_type: bool = False  # adds terms: takes a sum scheme and a wider accumulator
+    # Derivatives (autodiff/reduction_ad.py and primitive.py read these, never the name):
+    # "sum": the JVP of the first output is a Sum reduction of `tangent`'s formula (the other
+    # outputs have zero tangents); "select": the tangent is dF at the pairs the reduction
+    # selects (read from its index output, or from the `selection` reduction's); "none": index
+    # outputs only, zero tangents.
+    derivative: str = "sum"
+    # (algebra, formulas, tangents of the formulas, inputs) -> the Sum's formula, or None for
+    # zero. `algebra` has make/add/mul/sub (formulas/algebra.py, None standing for zero), so
+    # that this table needs nothing from the formula layer above it; `inputs` maps each name
+    # of `tangent_inputs` to a variable indexed like the output: "out" (the first output),
+    # "sign" (the second), "lse" (the LogSumExp of the first formula).
+    tangent: Callable | None = None
+    tangent_inputs: tuple[str, ...] = ()
+    selection: str | None = None  # "select" without an index output: the reduction giving it
+    # How partial results over chunks of the reduced axis combine (_partition.py): "sum",
+    # "lse" (max-shifted, signed), "softmax", "min" or "max" (value and global index, from
+    # Min_ArgMin / Max_ArgMax partials) or "kmin" (the K best of KMin_ArgKMin partials).
+    merge: str = "sum"
+    base2: bool = False  # the CPU generator may compute it in base 2 (exp2, log2)
+
+    def __post_init__(self):
+        if self.derivative not in ("sum", "select", "none"):
+            raise ValueError(f"{self.name}: derivative must be 'sum', 'select' or 'none'")
+        if (self.derivative == "sum") != (self.tangent is not None):
+            raise ValueError(f"{self.name}: a 'sum' derivative needs a tangent, others none")
+        if self.merge not in MERGES:
+            raise ValueError(f"{self.name}: merge must be one of {MERGES}")
 
 
 REDUCTIONS: dict[str, ReductionSpec] = {}
@@ -106,7 +136,12 @@ def _sum_ref(xp, vals, axis, k=None):
     return (xp.sum(vals[0], axis=axis),)
 
 
-_register(ReductionSpec("Sum", 1, False, _plain(VALUE), _sum_cpp, _sum_ref, sum_type=True))
+def _sum_tangent(algebra, formulas, tangents, inputs):
+    return tangents[0]  # d out_i = sum_j dF_ij
+
+
+_register(ReductionSpec("Sum", 1, False, _plain(VALUE), _sum_cpp, _sum_ref, sum_type=True,
+                        tangent=_sum_tangent))
 
 
 def _extremum(name, is_max, value, arg):
@@ -140,7 +175,10 @@ def _extremum(name, is_max, value, arg):
                 out.append(xp.argmax(v, axis=axis) if is_max else xp.argmin(v, axis=axis))
         return tuple(out)
 
-    _register(ReductionSpec(name, 1, False, outputs, cpp, reference))
+    derivative = "select" if value else "none"
+    selection = ("ArgMax" if is_max else "ArgMin") if value and not arg else None
+    _register(ReductionSpec(name, 1, False, outputs, cpp, reference, derivative=derivative,
+                            selection=selection, merge="max" if is_max else "min"))
 
 
 _extremum("Min", False, True, False)
@@ -184,7 +222,9 @@ def _kmin(name, value, arg):
             out.append(order)
         return tuple(out)
 
-    _register(ReductionSpec(name, 1, True, outputs, cpp, reference))
+    _register(ReductionSpec(name, 1, True, outputs, cpp, reference,
+                            derivative="select" if value else "none",
+                            selection="ArgKMin" if value and not arg else None, merge="kmin"))
 
 
 def _total_order_key(xp, v):
@@ -230,6 +270,21 @@ def _shifted_sum(xp, vals, axis):
     return xp.sum(e, axis=axis), xp.squeeze(m, axis)
 
 
+def _lse_tangent(signed: bool):
+    """d out_i = [sign_i] sum_j exp(F_ij - out_i) (dF_ij w_j + dw_j), w = 1 unweighted (for
+    the signed one out = log|S|, S = sign exp(out), so d out = dS / S)."""
+    def tangent(algebra, formulas, tangents, inputs):
+        inner = (algebra.add(algebra.mul(tangents[0], formulas[1]), tangents[1])
+                 if len(formulas) > 1 else tangents[0])
+        if inner is None:
+            return None
+        shifted = algebra.make("Exp", algebra.make("Subtract", formulas[0], inputs["out"]))
+        term = algebra.make("Mult", shifted, inner)
+        return algebra.make("Mult", inputs["sign"], term) if signed else term
+
+    return tangent
+
+
 def _lse_ref(xp, vals, axis, k=None):
     total, m = _shifted_sum(xp, vals, axis)
     return (xp.log(total) + m,)
@@ -238,7 +293,8 @@ def _lse_ref(xp, vals, axis, k=None):
 _register(ReductionSpec("LogSumExp", 2, False,
                         lambda dims, k: (Output(VALUE, _weight_dim(dims), (_weight_dim(dims),)),),
                         _lse_family_cpp("LSE_OUT"), _lse_ref, scalar_formula=True,
-                        weight_optional=True, sum_type=True))
+                        weight_optional=True, sum_type=True, tangent=_lse_tangent(False),
+                        tangent_inputs=("out",), merge="lse", base2=True))
 
 
 # log |sum_j exp(f_ij) w_ij| and its sign (-1, 0 or +1), per weight component: a log-sum-exp
@@ -256,7 +312,18 @@ def _lse_signed_ref(xp, vals, axis, k=None):
 
 _register(ReductionSpec("LogSumExpSigned", 2, False, _lse_signed_outputs,
                         _lse_family_cpp("SIGNED_LSE_OUT"), _lse_signed_ref, scalar_formula=True,
-                        weight_optional=True, sum_type=True))
+                        weight_optional=True, sum_type=True, tangent=_lse_tangent(True),
+                        tangent_inputs=("out", "sign"), merge="lse", base2=True))
+
+
+def _ssw_tangent(algebra, formulas, tangents, inputs):
+    """d out_i = sum_j exp(F_ij - lse_i) (dF_ij (v_j - out_i) + dv_j)."""
+    inner = algebra.add(algebra.mul(tangents[0], algebra.sub(formulas[1], inputs["out"])),
+                        tangents[1])
+    if inner is None:
+        return None
+    return algebra.make("Mult", algebra.make("Exp", algebra.make("Subtract", formulas[0],
+                                                                  inputs["lse"])), inner)
 
 
 def _ssw_ref(xp, vals, axis, k=None):
@@ -270,7 +337,8 @@ def _ssw_ref(xp, vals, axis, k=None):
 _register(ReductionSpec("SumSoftMaxWeight", 2, False,
                         lambda dims, k: (Output(VALUE, dims[1], (dims[1],)),),
                         _lse_family_cpp("SOFTMAX_OUT"), _ssw_ref, scalar_formula=True,
-                        sum_type=True))
+                        sum_type=True, tangent=_ssw_tangent, tangent_inputs=("out", "lse"),
+                        merge="softmax", base2=True))
 
 
 def check_k_rows(name: str, k: int | None, n_red: int, axis: int, pad: bool = False) -> None:
