@@ -32,8 +32,8 @@ import threading
 import jax
 import numpy as np
 
-from .codegen.cuda import DEFAULT_BLOCK, ITEMSIZE, compute_type, plan_launch, render_cuda
-from .codegen.spec import ROLE_INNER, KernelSpec
+from .codegen.cuda import DEFAULT_BLOCK, plan_launch, render_cuda, tile_row_bytes
+from .codegen.spec import KernelSpec
 from .reductions import VALUE
 from .runtime import cuda_devices
 from .runtime.cuda_build import cuda_kernel_key, write_cuda_source
@@ -58,12 +58,6 @@ def choose_block(row_bytes: int, smem_limit: int) -> int:
         return DEFAULT_BLOCK
     fits = smem_limit // row_bytes
     return fits // 32 * 32 if fits >= 32 else fits
-
-
-def tile_row_bytes(spec: KernelSpec) -> int:
-    """Shared memory taken by one reduced row (the inner variables, in the compute type)."""
-    dims = sum(v.dim for v, r in zip(spec.args, spec.roles) if r == ROLE_INNER)
-    return dims * ITEMSIZE[compute_type(spec)]
 
 
 def block_for_shared_memory(spec: KernelSpec, smem_limit: int) -> int | None:

@@ -79,13 +79,15 @@ def test_every_reduction_has_a_cuda_kernel():
 
 
 def test_cuda_kernel_uses_the_shared_formula_printer():
+    """The pair body and the hoisted per-row values are the CPU printer's text, over the
+    rewritten formulas (the weighted LSE's exponent in base 2, its constant on the parameter)."""
     spec = specs.reduction_spec("lse_weighted")
-    offsets, layout = {0: 0, 1: 0, 2: 0}, {}
-    for var, role in zip(spec.args, spec.roles):
-        layout[var] = (role, offsets[role])
-        offsets[role] += var.dim
-    body = "\n".join("    " + line for line in print_body(spec.formulas, layout))
-    assert body in cuda.render_cuda(spec)
+    kf = cuda.kernel_formulas(spec)
+    source = cuda.render_cuda(spec)
+    body = "\n".join("    " + line for line in print_body(kf.hoisted.formulas, kf.layout))
+    assert body in source
+    pre_outer = "\n".join("    " + line for line in print_body(kf.hoisted.outer, kf.raw_layout))
+    assert pre_outer in source and "-1.4426950408889634" in pre_outer
 
 
 @pytest.mark.parametrize("arch", NVRTC_ARCHS)
@@ -202,8 +204,11 @@ def _spec_with_inner_dim(dim: int, dtype: str = "float32") -> KernelSpec:
 
 def test_block_size_follows_the_shared_memory_budget():
     assert cuda.plan_launch(_spec_with_inner_dim(3), 10**5, 10**5, 1).block == 192
-    plan = cuda.plan_launch(_spec_with_inner_dim(100), 10**5, 10**5, 1)  # 400 B per row
-    assert plan.block == 96 and plan.smem_bytes == 96 * 400 <= cuda.SMEM_BUDGET
+    # 416 B per row: y and |y|^2 (the dot-product form of the distance hoists it), 101 floats
+    # padded to 104 for 16-byte vector loads
+    assert cuda.tile_stride(_spec_with_inner_dim(100)) == 104
+    plan = cuda.plan_launch(_spec_with_inner_dim(100), 10**5, 10**5, 1)
+    assert plan.block == 96 and plan.smem_bytes == 96 * 416 <= cuda.SMEM_BUDGET
     assert cuda.plan_launch(_spec_with_inner_dim(3000, "float64"), 10, 10, 1).block == 2
     with pytest.raises(ValueError, match="shared memory"):
         cuda.plan_launch(_spec_with_inner_dim(7000, "float64"), 10, 10, 1)

@@ -10,6 +10,8 @@
 // reader and epoch), which turns a missing barrier into a reported race whatever the order.
 #include "cuda_emu.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,7 +221,40 @@ void global_access(const void* p, size_t bytes, bool write) {
   e.fail(msg);
 }
 
+// A model of the GPU's ex2.approx.f32 (and of its .ftz form): the correctly rounded 2^x moved by
+// 0, 1 or 2 ulp up or down, an amount picked deterministically from the bits of x. The PTX ISA
+// documents a maximum error of 2 ulp, so the tests' tolerances are checked against errors as
+// large as the instruction may make (2.5 ulp in all, with the rounding), not against an exact
+// result that would hide a tolerance too tight for a GPU. Exact where CUDA documents it: 2^+-0 =
+// 1, 2^inf = inf, 2^-inf = 0, NaN. The .ftz form flushes subnormal inputs (2^x = 1) and
+// results (+0); without it, subnormal results are the correctly rounded ones.
+float ex2_approx(float x, bool ftz) {
+  uint32_t bits;
+  memcpy(&bits, &x, 4);
+  if (x != x) return x;
+  if (x == 0.0f || (ftz && (bits & 0x7f800000u) == 0)) return 1.0f;
+  const float r = (float)exp2((double)x);
+  if (r == 0.0f || r == INFINITY) return r;
+  if (r < FLT_MIN) return ftz ? 0.0f : r;
+  uint32_t h = bits * 2654435761u;
+  h ^= h >> 15;
+  h *= 2246822519u;
+  h ^= h >> 13;
+  uint32_t moved;
+  memcpy(&moved, &r, 4);
+  moved += (uint32_t)((int32_t)(h % 5u) - 2);
+  float out;
+  memcpy(&out, &moved, 4);
+  return out >= FLT_MIN && out < INFINITY ? out : r;
+}
+
 }  // namespace jk_emu
+
+// The emulated 2^x of n floats (for the tests of the model itself).
+extern "C" __attribute__((visibility("default"))) void jk_emu_ex2(const float* in, float* out,
+                                                                  int64_t n, int ftz) {
+  for (int64_t i = 0; i < n; ++i) out[i] = jk_emu::ex2_approx(in[i], ftz != 0);
+}
 
 // Runs one reduction call: buffers as the FFI handler sees them (inputs, outputs, then the
 // scratch buffer of the split schedule), the lowering's launch attributes in `config`

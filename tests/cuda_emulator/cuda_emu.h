@@ -5,7 +5,9 @@
 // is a real barrier (no thread passes it before every thread of the block reached it), and
 // every shared and global memory access of the schedule goes through a checker that reports
 // data races between barriers, reads of shared memory no thread wrote, out-of-bounds accesses
-// and barrier divergence. The implementation is cuda_emu.cc.
+// and barrier divergence. The GPU's approximate 2^x (which formula bodies and reductions use
+// for exp, see math.h) is replaced by a model with the instruction's documented worst-case
+// error. The implementation is cuda_emu.cc.
 #ifndef JAXKEOPS_CUDA_EMU_H
 #define JAXKEOPS_CUDA_EMU_H
 
@@ -34,6 +36,7 @@ void sync_threads();
 unsigned char* dynamic_smem();
 void smem_access(const void* p, size_t bytes, bool write);
 void global_access(const void* p, size_t bytes, bool write);
+float ex2_approx(float x, bool ftz);
 }  // namespace jk_emu
 
 #define threadIdx (jk_emu::thread_idx())
@@ -44,5 +47,7 @@ void global_access(const void* p, size_t bytes, bool write);
 #define JK_DYNAMIC_SMEM(name) unsigned char* name = jk_emu::dynamic_smem()
 #define JK_SMEM_ACCESS(p, n, w) jk_emu::smem_access((p), (n), (w))
 #define JK_GLOBAL_ACCESS(p, n, w) jk_emu::global_access((p), (n), (w))
+// The GPU's 2^x instruction, ex2.approx.f32 (.ftz when ftz), as math.h uses it.
+#define JK_EMULATED_EX2(x, ftz) jk_emu::ex2_approx((x), (ftz))
 
 #endif  // JAXKEOPS_CUDA_EMU_H

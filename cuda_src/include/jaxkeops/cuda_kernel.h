@@ -1,12 +1,20 @@
 // The CUDA schedule of a generated kernel.
 //
 // A generated kernel defines a `Formula` struct (compute type C, storage types IN/OUT/I, loaders
-// of its outer, inner and parameter rows, and an `eval` printed from the formula, the same text
-// as on the CPU) and instantiates JK_CUDA_KERNELS(Formula, Reduction). The schedule (KeOps'):
-//   - one thread per output row, whose outer variables and reduction state stay in registers;
-//   - the reduced rows are streamed through dynamic shared memory in tiles of blockDim.x rows:
-//     each thread loads one row of the inner variables, a barrier, every thread sweeps the
-//     tile, a barrier (so that the next load cannot overwrite a row still being read);
+// of its outer, inner and parameter rows, `pre_outer` / `pre_inner` computing the hoisted
+// subexpressions of one side into the values after the variables, and `evaluate_pair` printed
+// from the formula, the same text as on the CPU) and instantiates JK_CUDA_KERNELS(Formula,
+// Reduction). The schedule (KeOps'):
+//   - one thread per output row, whose outer variables (and the values hoisted from them) and
+//     reduction state stay in registers;
+//   - the reduced rows are streamed through dynamic shared memory in tiles of blockDim.x rows
+//     (TILE_STRIDE values apart, a multiple of 16 bytes past 8, so that the pair loop reads
+//     them with vector loads): each thread loads one row of the inner variables, computes its
+//     hoisted values and stores what the pair formula reads of them, a barrier, every thread
+//     sweeps the tile, a barrier (so that the next load cannot overwrite a row still being
+//     read);
+//   - the linear form of a Sum (F::EPILOGUE) turns the reduced values into the outputs once
+//     per row, reading the row's outer variables again;
 //   - batch elements go on gridDim.y (looping if there are more than the grid holds);
 //   - the split schedule also puts chunks of the reduced axis on gridDim.z, stores the partial
 //     states, and a second kernel combines them in chunk order (deterministic results);
@@ -209,6 +217,33 @@ template <int N> struct MinOne {
   static constexpr int value = N > 0 ? N : 1;
 };
 
+// Collects the values a reduction's `finish` writes, for F::epilogue to turn into the outputs.
+template <class F> struct ValueCollector {
+  typename F::C values[F::DIM];
+  template <class C> JK_FN void value(int, int, int k, C x) { values[k] = (typename F::C)x; }
+  JK_FN void index(int, int, int, int64_t) {}
+};
+
+// Writes the outputs of a row from its final state: through F::epilogue for the linear form of
+// a Sum, which reads the row's outer variables and the parameters again (once per row: better
+// than keeping variables the pair loop does not read alive in registers), else as they are.
+template <class F, class R>
+JK_FN void write_row(const typename R::State& st, char* const* ptr, int64_t row) {
+  using C = typename F::C;
+  RowWriter<F> w{ptr + F::N_ARGS, row};
+  if constexpr (F::EPILOGUE) {
+    ValueCollector<F> reduced;
+    R::finish(st, reduced);
+    C o[MinOne<F::OUTER_RAW>::value], p[MinOne<F::PARAM_DIM>::value], out[F::OUT_DIM];
+    F::load_outer(ptr, row, o);
+    F::load_params(ptr, p);
+    F::epilogue(o, reduced.values, p, out);
+    for (int k = 0; k < F::OUT_DIM; ++k) w.value(0, F::OUT_DIM, k, out[k]);
+  } else {
+    R::finish(st, w);
+  }
+}
+
 // Entry `at` of a block-sparse array, clamped into [lo, hi]. The host never reads these arrays
 // (they are on the device), so nothing has checked them: clamping every bound keeps a bad tuple
 // (unsorted, overlapping, past the ends) to unspecified results, never an access outside a
@@ -238,21 +273,30 @@ JK_FN void sweep(char* const* ptr, typename F::C* tile, const typename F::C* o,
                  const typename F::C* p, typename R::State& st, int64_t j_a, int64_t j_b,
                  bool accumulating) {
   using C = typename F::C;
-  constexpr int DI = F::INNER_DIM;
+  constexpr int DI = F::INNER_DIM, DT = F::TILE_DIM, STRIDE = F::TILE_STRIDE;
   const int tid = (int)threadIdx.x, width = (int)blockDim.x;
   for (int64_t j0 = j_a; j0 < j_b; j0 += width) {
     int nt = (int)(j_b - j0 < width ? j_b - j0 : width);
     if (JK_FAULT_LAST_TILE_SHORT && nt < width) --nt;
-    if (DI > 0 && tid < nt) {
-      JK_SMEM_ACCESS(tile + tid * DI, DI * sizeof(C), true);
-      F::load_inner(ptr, j0 + tid, tile + tid * DI);
+    if (DT > 0 && tid < nt) {
+      C* dst = tile + tid * STRIDE;
+      JK_SMEM_ACCESS(dst, DT * sizeof(C), true);
+      if constexpr (DT == DI) {  // the whole row: built in place (no copy of a long row)
+        F::load_inner(ptr, j0 + tid, dst);
+        F::pre_inner(dst, p, dst + F::INNER_RAW);
+      } else {  // what the pair formula reads of it: built in registers, then stored
+        C row[DI];
+        F::load_inner(ptr, j0 + tid, row);
+        F::pre_inner(row, p, row + F::INNER_RAW);
+        F::pack_inner(row, dst);
+      }
     }
     if (!JK_FAULT_NO_BARRIER_AFTER_LOAD) __syncthreads();
     if (accumulating) {
       R::start_tile(st);
       for (int t = 0; t < nt + JK_FAULT_TILE_OVERRUN; ++t) {
-        const C* n = tile + t * DI;
-        JK_SMEM_ACCESS(n, DI * sizeof(C), false);
+        const C* n = tile + t * STRIDE;
+        JK_SMEM_ACCESS(n, DT * sizeof(C), false);
         C f[F::DIM];
         F::evaluate_pair(o, n, p, f);
         R::accumulate(st, f, j0 + t);
@@ -289,8 +333,11 @@ template <class F, class R> JK_FN void run_rows(const jk_cuda_params& P) {
     char* ptr[N_OPS];
     batch_pointers<N_OPS>(P, b, ptr);
     C o[MinOne<F::OUTER_DIM>::value], p[MinOne<F::PARAM_DIM>::value];
-    if (active) F::load_outer(ptr, row, o);
     F::load_params(ptr, p);
+    if (active) {
+      F::load_outer(ptr, row, o);
+      F::pre_outer(o, p, o + F::OUTER_RAW);
+    }
     typename R::State st;
     R::init(st);
     for (int64_t k = first_range; k < n_ranges; ++k) {
@@ -323,8 +370,7 @@ template <class F, class R> JK_FN void run_rows(const jk_cuda_params& P) {
         JK_GLOBAL_ACCESS(ix + (R::PARTIAL_INDICES - 1) * P.n_out, sizeof(int64_t), true);
       R::save(st, v, ix, P.n_out);
     } else {
-      RowWriter<F> w{ptr + F::N_ARGS, row};
-      R::finish(st, w);
+      write_row<F, R>(st, ptr, row);
     }
   }
 }
@@ -346,8 +392,7 @@ template <class F, class R> JK_FN void combine_rows(const jk_cuda_params& P) {
       R::load(next, layout.v(b, P.n_chunks, c, row), layout.ix(b, P.n_chunks, c, row), P.n_out);
       R::combine(st, next);
     }
-    RowWriter<F> w{ptr + F::N_ARGS, row};
-    R::finish(st, w);
+    write_row<F, R>(st, ptr, row);
   }
 }
 

@@ -494,11 +494,56 @@ template <class V> JK_FN V exp2(V x) {
   }
 }
 
-#if JK_DEVICE
-// A CUDA thread computes one scalar: CUDA's own exp (a few instructions, 1-2 ulp, IEEE inf and
-// NaN) beats the polynomial above, which is there to vectorise on the CPU.
-JK_FN float exp(float x) { return ::expf(x); }
+// ---------------------------------------------------------------------------------------------
+// CUDA only (and the CPU emulation of the CUDA kernels in the tests, JK_CUDA_EMULATION): a CPU
+// kernel never sees this part.
+//
+// A CUDA thread computes one scalar, so the polynomials above (there to vectorise on the CPU)
+// give way to the GPU's own functions. In formula bodies, float exp and exp2 are the special
+// function unit's 2^x, ex2.approx.ftz.f32, as KeOps's default -use_fast_math makes them: exp(x)
+// is 2^(x log2 e), and the code generator folds log2 e into the formula's constants where it
+// can (rewrite.py), so that exp(-c |x - y|^2) costs one MUFU.EX2 and no multiply per pair.
+// Accuracy: ex2.approx errs by at most 2 ulp (PTX ISA; CUDA documents the same bound for exp2f),
+// and the exponent (x log2 e, or a folded constant times a) is rounded to float, which adds up
+// to |x| 2^-23 relative: the order of the rounding of the exponent c a itself (CUDA documents
+// 2 + 1.17 |x| ulp for __expf). inf and NaN keep their IEEE meaning (2^inf = inf, 2^-inf = 0,
+// NaN stays NaN, 2^+-0 = 1 exactly), but results below 2^-126 (e^x for x < -87.3) are flushed
+// to +0. The reductions do not use these: they call ieee_exp2 (2 ulp, subnormal results kept).
+// double data use CUDA's exp and exp2 (1 ulp); float16/bfloat16 data compute in float, so take
+// the float path.
+#if JK_DEVICE || defined(JK_CUDA_EMULATION)
+namespace gpu {
+
+// The tests' emulation defines JK_EMULATED_EX2(x, ftz) as its model of the instruction.
+JK_FN float ex2_approx_ftz(float x) {
+#if defined(__CUDA_ARCH__)
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+#elif defined(JK_EMULATED_EX2)
+  return JK_EMULATED_EX2(x, true);
+#else
+  return exp2f(x);  // nvcc's host pass: never called
+#endif
+}
+
+// 2^x with IEEE semantics throughout, for the reductions: CUDA's exp2f (ex2.approx.f32 without
+// ftz: 2 ulp, subnormal results kept).
+JK_FN float ieee_exp2(float x) {
+#if defined(JK_EMULATED_EX2)
+  return JK_EMULATED_EX2(x, false);
+#else
+  return exp2f(x);
+#endif
+}
+JK_FN double ieee_exp2(double x) { return ::exp2(x); }
+
+}  // namespace gpu
+
+JK_FN float exp(float x) { return gpu::ex2_approx_ftz(x * 1.4426950408889634f); }
 JK_FN double exp(double x) { return ::exp(x); }
+JK_FN float exp2(float x) { return gpu::ex2_approx_ftz(x); }
+JK_FN double exp2(double x) { return ::exp2(x); }
 #endif
 
 }  // namespace jk
