@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..formulas import CAT_I, CAT_J, Const, Node, Var, make, variables
-from ..reductions import SCHEME_ENUMS
+from ..reductions import CppOptions, reduction
 from .hoist import Hoisted, hoist
 from .linear import LinearPlan, plan_linear_sum
 from .printer import print_body
@@ -69,52 +69,21 @@ def compute_type(spec: KernelSpec) -> str:
     return COMPUTE_TYPES[spec.dtype]
 
 
-LSE_OUTPUTS = {"LogSumExp": "LSE_OUT", "LogSumExpSigned": "SIGNED_LSE_OUT",
-               "SumSoftMaxWeight": "SOFTMAX_OUT"}
-
-
 def accumulator_type(spec: KernelSpec) -> str:
     """The C++ scalar type sum-type reductions add their terms in."""
     return COMPUTE_TYPES[spec.accumulator] if spec.accumulator else compute_type(spec)
 
 
-def _sum_args(spec: KernelSpec, c: str) -> str:
-    """The trailing template arguments of a sum-type reduction: scheme and accumulator."""
-    acc = accumulator_type(spec)
-    return f"jk::{SCHEME_ENUMS[spec.sum_scheme]}" + (f", {acc}" if acc != c else "")
-
-
 def _reduction(spec: KernelSpec, c: str) -> tuple[str, int, int]:
-    """(C++ type, partial values, partial indices) of the spec's reduction on the GPU."""
-    dims, name, k = kernel_formulas(spec).reduced_dims, spec.reduction, spec.k
-    d = dims[0]
-    kahan = spec.sum_scheme == "kahan"
-    if name == "Sum":
-        d = sum(dims)  # the linear form sums several formulas
-        return (f"jk::gpu::SumReduction<{c}, {d}, {_sum_args(spec, c)}>",
-                2 * d if kahan else d, 0)
-    extrema = {"Min": (False, True, False), "Max": (True, True, False),
-               "ArgMin": (False, False, True), "ArgMax": (True, False, True),
-               "Min_ArgMin": (False, True, True), "Max_ArgMax": (True, True, True)}
-    if name in extrema:
-        is_max, value, arg = (str(x).lower() for x in extrema[name])
-        return (f"jk::gpu::ExtremumReduction<{c}, {d}, {is_max}, {value}, {arg}>", d,
-                d if arg == "true" else 0)
-    kmins = {"KMin": (True, False), "ArgKMin": (False, True), "KMin_ArgKMin": (True, True)}
-    if name in kmins:
-        value, arg = (str(x).lower() for x in kmins[name])
-        index = INDEX_TYPES[spec.index_dtype]
-        return (f"jk::gpu::KMinReduction<{c}, {d}, {k}, {value}, {arg}, {index}>", d * k,
-                d * k)
-    if name in LSE_OUTPUTS:
-        softmax = name == "SumSoftMaxWeight"
-        weighted = len(dims) > 1
-        wdim = dims[1] if weighted else 1
-        acc = (wdim if weighted else 0) + (1 if softmax or not weighted else 0)
-        return (f"jk::gpu::LogSumExpReduction<{c}, {wdim}, {str(weighted).lower()}, "
-                f"jk::gpu::{LSE_OUTPUTS[name]}, {_sum_args(spec, c)}>",
-                1 + (2 if kahan else 1) * acc, 0)
-    raise NotImplementedError(f"no CUDA implementation of the {name} reduction")
+    """(C++ type, partial values, partial indices) of the spec's reduction on the GPU, from the
+    reduction table."""
+    rule = reduction(spec.reduction)
+    if rule.cuda is None:
+        raise NotImplementedError(f"no CUDA implementation of the {spec.reduction} reduction")
+    acc = accumulator_type(spec)
+    options = CppOptions(c, INDEX_TYPES[spec.index_dtype], spec.sum_scheme,
+                         acc if acc != c else None)
+    return rule.cuda(kernel_formulas(spec).reduced_dims, spec.k, options)
 
 
 def partial_sizes(spec: KernelSpec) -> tuple[int, int]:
@@ -166,7 +135,7 @@ def kernel_formulas(spec: KernelSpec) -> KernelFormulas:
     """The rewritten, hoisted formulas of `spec` (see the module docstring); the dense
     reference and the derivatives always see the formulas as written."""
     formulas: tuple[Node, ...] = spec.formulas
-    if spec.reduction in LSE_OUTPUTS:  # the reduction takes its exponent in base 2
+    if reduction(spec.reduction).base2:  # the reduction takes its exponent in base 2
         formulas = (make("Mult", formulas[0], Const(LOG2E)),) + formulas[1:]
     plan = plan_linear_sum(spec)
     epilogue = None
@@ -301,7 +270,7 @@ def render_cuda(spec: KernelSpec, in_dtype: str | None = None, out_dtype: str | 
     body = print_body(h.formulas, kf.layout)
     epilogue = print_body(kf.epilogue, kf.epilogue_layout) if kf.epilogue else []
     out_dim = sum(f.dim for f in spec.formulas)
-    reduction, n_values, n_indices = _reduction(spec, c)
+    reduction_type, n_values, n_indices = _reduction(spec, c)
     defines = "".join(f"#define {FAULTS[f]} 1\n" for f in faults)
     dims, raw_dims = kf.dims, kf.raw_dims
     lines = [
@@ -355,7 +324,7 @@ def render_cuda(spec: KernelSpec, in_dtype: str | None = None, out_dtype: str | 
         "  }",
         "};",
         "",
-        f"using Reduction = {reduction};",
+        f"using Reduction = {reduction_type};",
         "",
         "}  // namespace",
         "",

@@ -81,6 +81,9 @@ class ReductionSpec:
     outputs: Callable[[tuple[int, ...], int | None], tuple[Output, ...]]
     cpp: Callable[[tuple[int, ...], int | None, CppOptions], str]  # the CPU C++ type
     reference: Callable
+    # The CUDA side: (formula dims, K, options) -> (C++ type in cuda_reductions.h, values and
+    # int64 indices in one partial state of the split schedule). None: no CUDA kernel.
+    cuda: Callable[[tuple[int, ...], int | None, CppOptions], tuple[str, int, int]] | None
     scalar_formula: bool = False  # the first formula must have dim 1
     weight_optional: bool = False
     sum_type: bool = False  # adds terms: takes a sum scheme and a wider accumulator
@@ -136,11 +139,18 @@ def _sum_ref(xp, vals, axis, k=None):
     return (xp.sum(vals[0], axis=axis),)
 
 
+def _sum_cuda(dims, k, o: CppOptions):
+    d = sum(dims)  # the linear form (codegen/linear.py) sums several formulas at once
+    return (f"jk::gpu::SumReduction<{o.vtype}, {d}, {o.sum_args()}>",
+            2 * d if o.scheme == "kahan" else d, 0)
+
+
 def _sum_tangent(algebra, formulas, tangents, inputs):
     return tangents[0]  # d out_i = sum_j dF_ij
 
 
-_register(ReductionSpec("Sum", 1, False, _plain(VALUE), _sum_cpp, _sum_ref, sum_type=True,
+_register(ReductionSpec("Sum", 1, False, _plain(VALUE), _sum_cpp, _sum_ref, _sum_cuda,
+                        sum_type=True,
                         tangent=_sum_tangent))
 
 
@@ -148,6 +158,10 @@ def _extremum(name, is_max, value, arg):
     def cpp(dims, k, o: CppOptions):
         return (f"jk::ExtremumReduction<{o.vtype}, {dims[0]}, {str(is_max).lower()}, "
                 f"{str(value).lower()}, {str(arg).lower()}, {o.itype}>")
+
+    def cuda(dims, k, o: CppOptions):
+        return (f"jk::gpu::ExtremumReduction<{o.vtype}, {dims[0]}, {str(is_max).lower()}, "
+                f"{str(value).lower()}, {str(arg).lower()}>", dims[0], dims[0] if arg else 0)
 
     def outputs(dims, k):
         out = []
@@ -177,7 +191,7 @@ def _extremum(name, is_max, value, arg):
 
     derivative = "select" if value else "none"
     selection = ("ArgMax" if is_max else "ArgMin") if value and not arg else None
-    _register(ReductionSpec(name, 1, False, outputs, cpp, reference, derivative=derivative,
+    _register(ReductionSpec(name, 1, False, outputs, cpp, reference, cuda, derivative=derivative,
                             selection=selection, merge="max" if is_max else "min"))
 
 
@@ -193,6 +207,10 @@ def _kmin(name, value, arg):
     def cpp(dims, k, o: CppOptions):
         return (f"jk::KMinReduction<{o.vtype}, {dims[0]}, {k}, {str(value).lower()}, "
                 f"{str(arg).lower()}, {o.itype}>")
+
+    def cuda(dims, k, o: CppOptions):
+        return (f"jk::gpu::KMinReduction<{o.vtype}, {dims[0]}, {k}, {str(value).lower()}, "
+                f"{str(arg).lower()}, {o.itype}>", dims[0] * k, dims[0] * k)
 
     def outputs(dims, k):
         out = []
@@ -222,7 +240,7 @@ def _kmin(name, value, arg):
             out.append(order)
         return tuple(out)
 
-    _register(ReductionSpec(name, 1, True, outputs, cpp, reference,
+    _register(ReductionSpec(name, 1, True, outputs, cpp, reference, cuda,
                             derivative="select" if value else "none",
                             selection="ArgKMin" if value and not arg else None, merge="kmin"))
 
@@ -250,6 +268,20 @@ def _lse_family_cpp(kind: str):
                 f"jk::{kind}, {o.sum_args()}>")
 
     return cpp
+
+
+def _lse_family_cuda(kind: str):
+    def cuda(dims, k, o: CppOptions):
+        weighted = len(dims) > 1
+        wdim = dims[1] if weighted else 1
+        # The running sums: one per weight component, plus the plain sum of the softmax's
+        # denominator (or the unweighted sum).
+        sums = (wdim if weighted else 0) + (1 if kind == "SOFTMAX_OUT" or not weighted else 0)
+        return (f"jk::gpu::LogSumExpReduction<{o.vtype}, {wdim}, {str(weighted).lower()}, "
+                f"jk::gpu::{kind}, {o.sum_args()}>",
+                1 + (2 if o.scheme == "kahan" else 1) * sums, 0)
+
+    return cuda
 
 
 def _weight_dim(dims) -> int:
@@ -292,7 +324,8 @@ def _lse_ref(xp, vals, axis, k=None):
 
 _register(ReductionSpec("LogSumExp", 2, False,
                         lambda dims, k: (Output(VALUE, _weight_dim(dims), (_weight_dim(dims),)),),
-                        _lse_family_cpp("LSE_OUT"), _lse_ref, scalar_formula=True,
+                        _lse_family_cpp("LSE_OUT"), _lse_ref, _lse_family_cuda("LSE_OUT"),
+                        scalar_formula=True,
                         weight_optional=True, sum_type=True, tangent=_lse_tangent(False),
                         tangent_inputs=("out",), merge="lse", base2=True))
 
@@ -311,7 +344,8 @@ def _lse_signed_ref(xp, vals, axis, k=None):
 
 
 _register(ReductionSpec("LogSumExpSigned", 2, False, _lse_signed_outputs,
-                        _lse_family_cpp("SIGNED_LSE_OUT"), _lse_signed_ref, scalar_formula=True,
+                        _lse_family_cpp("SIGNED_LSE_OUT"), _lse_signed_ref,
+                        _lse_family_cuda("SIGNED_LSE_OUT"), scalar_formula=True,
                         weight_optional=True, sum_type=True, tangent=_lse_tangent(True),
                         tangent_inputs=("out", "sign"), merge="lse", base2=True))
 
@@ -336,7 +370,8 @@ def _ssw_ref(xp, vals, axis, k=None):
 
 _register(ReductionSpec("SumSoftMaxWeight", 2, False,
                         lambda dims, k: (Output(VALUE, dims[1], (dims[1],)),),
-                        _lse_family_cpp("SOFTMAX_OUT"), _ssw_ref, scalar_formula=True,
+                        _lse_family_cpp("SOFTMAX_OUT"), _ssw_ref, _lse_family_cuda("SOFTMAX_OUT"),
+                        scalar_formula=True,
                         sum_type=True, tangent=_ssw_tangent, tangent_inputs=("out", "lse"),
                         merge="softmax", base2=True))
 
