@@ -18,7 +18,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import assert_close
-from cuda_emulator.harness import INCLUDE, build_module, emulate, emulator
+from cuda_emulator.harness import INCLUDE, build_module, emulate, emulator, nvrtc_ptx
 
 from jaxkeops.codegen.cuda import render_cuda
 from jaxkeops.codegen.spec import KernelSpec
@@ -62,16 +62,6 @@ def exp_spec(formula, dtype: str = "float32") -> KernelSpec:
     return KernelSpec((formula,), "Sum", 1, dtype, args=(T, Z))
 
 
-def ptx(source: str) -> str:
-    nvrtc = find_nvrtc()
-    if nvrtc is None:
-        pytest.skip('NVRTC not found (pip install "jaxkeops[cuda12]")')
-    result = nvrtc.compile(source, "kernel.cu",
-                           [*cuda_build.OPTIONS, "-arch=sm_90", f"-I{INCLUDE}"], ptx=True)
-    assert result.ok, result.log[-8000:]
-    return result.image.decode()
-
-
 def count(text: str, instruction: str) -> int:
     return len(re.findall(rf"\b{re.escape(instruction)}\s", text))
 
@@ -87,7 +77,7 @@ def test_gaussian_sum_takes_the_fast_exp_in_the_formula_body():
     source = render_cuda(gauss_spec("Sum"))
     body = evaluate_pair(source)
     assert "jk::exp2(" in body and "jk::exp(" not in body  # log2(e) folded into the constant
-    text = ptx(source)
+    text = nvrtc_ptx(source)
     assert count(text, FAST) >= 1  # once per copy of the (unrolled) pair loop
     assert count(text, IEEE) == 0
     assert "cvt.sat.f32.f32" not in text  # no trace of the accurate expf's range reduction
@@ -96,7 +86,7 @@ def test_gaussian_sum_takes_the_fast_exp_in_the_formula_body():
 def test_log_sum_exp_reduction_keeps_the_ieee_exp():
     source = render_cuda(gauss_spec("LogSumExp"))
     assert "jk::exp" not in evaluate_pair(source)
-    text = ptx(source)
+    text = nvrtc_ptx(source)
     assert count(text, FAST) == 0
     assert count(text, IEEE) >= 2  # per term in jk_main, rescaling in jk_combine
 
@@ -104,7 +94,7 @@ def test_log_sum_exp_reduction_keeps_the_ieee_exp():
 def test_both_paths_in_one_kernel_and_it_compiles_to_a_cubin():
     """LogSumExp weighted by a Gaussian: the weight's exp is fast, the reduction's is not."""
     source = render_cuda(gauss_spec("LogSumExp weighted by a Gaussian"))
-    text = ptx(source)
+    text = nvrtc_ptx(source)
     assert count(text, FAST) >= 1 and count(text, IEEE) >= 2
     result = find_nvrtc().compile(source, "kernel.cu",
                                   [*cuda_build.OPTIONS, "-arch=sm_90", f"-I{INCLUDE}"])
@@ -112,9 +102,9 @@ def test_both_paths_in_one_kernel_and_it_compiles_to_a_cubin():
 
 
 def test_float64_keeps_the_accurate_exp_and_half_storage_takes_the_float_path():
-    assert count(ptx(render_cuda(gauss_spec("Sum", "float64"))), "ex2.approx") == 0
+    assert count(nvrtc_ptx(render_cuda(gauss_spec("Sum", "float64"))), "ex2.approx") == 0
     half = render_cuda(gauss_spec("Sum"), in_dtype="float16", out_dtype="float16")
-    assert count(ptx(half), FAST) >= 1 and count(ptx(half), IEEE) == 0
+    assert count(nvrtc_ptx(half), FAST) >= 1 and count(nvrtc_ptx(half), IEEE) == 0
 
 
 # ----------------------------------------------------------------------------------------------

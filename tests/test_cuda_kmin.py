@@ -18,14 +18,12 @@ import shutil
 import numpy as np
 import pytest
 from conftest import assert_close
-from cuda_emulator.harness import INCLUDE, build_module, emulate
+from cuda_emulator.harness import build_module, emulate, nvrtc_ptx
 
 from jaxkeops.codegen.cuda import render_cuda
 from jaxkeops.codegen.spec import KernelSpec
 from jaxkeops.formulas import CAT_I, CAT_J, Var, make
 from jaxkeops.reductions import INDEX
-from jaxkeops.runtime import cuda_build
-from jaxkeops.runtime.nvrtc import find_nvrtc
 from jaxkeops.testing import dense_reduce
 
 K = 10
@@ -51,13 +49,7 @@ KERNELS = {
 
 
 def local_memory_accesses(source: str) -> dict[str, int]:
-    nvrtc = find_nvrtc()
-    if nvrtc is None:
-        pytest.skip('NVRTC not found (pip install "jaxkeops[cuda12]")')
-    result = nvrtc.compile(source, "kmin.cu",
-                           [*cuda_build.OPTIONS, "-arch=sm_90", f"-I{INCLUDE}"], ptx=True)
-    assert result.ok, result.log[-8000:]
-    ptx = result.image.decode()
+    ptx = nvrtc_ptx(source)
     assert ".entry jk_main_v2" in ptx and ".entry jk_combine_v2" in ptx
     return {op: len(re.findall(rf"\b{op}\.local\b", ptx)) for op in ("ld", "st")} | {
         "depot": len(re.findall(r"__local_depot", ptx))}

@@ -19,12 +19,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jaxkeops.codegen.cuda import LaunchPlan, plan_launch
 from jaxkeops.codegen.spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
 from jaxkeops.formulas import CAT_I, CAT_J, CAT_P
 from jaxkeops.reductions import INDEX
-from jaxkeops.runtime import cache_dir
+from jaxkeops.runtime import cache_dir, cuda_build
+from jaxkeops.runtime.nvrtc import find_nvrtc
 
 HERE = Path(__file__).resolve().parent
 INCLUDE = HERE.parents[1] / "cuda_src" / "include"
@@ -207,3 +209,15 @@ def convert(kind: str, values: np.ndarray) -> np.ndarray:
                        ctypes.c_void_p(values.ctypes.data), ctypes.c_void_p(out.ctypes.data),
                        ctypes.c_int64(values.size))
     return out
+
+
+def nvrtc_ptx(source: str, arch: int = 90) -> str:
+    """The PTX NVRTC makes of a generated source for sm_`arch` (the test skips without NVRTC),
+    to read what the compiler did with it (instructions, local memory)."""
+    nvrtc = find_nvrtc()
+    if nvrtc is None:
+        pytest.skip('NVRTC not found (pip install "jaxkeops[cuda12]")')
+    result = nvrtc.compile(source, "kernel.cu",
+                           [*cuda_build.OPTIONS, f"-arch=sm_{arch}", f"-I{INCLUDE}"], ptx=True)
+    assert result.ok, result.log[-8000:]
+    return result.image.decode()
