@@ -24,6 +24,7 @@ from jax.test_util import check_grads
 from jaxkeops.formulas import CAT_I, CAT_J, CAT_P, OPS, Var, make, variables
 from jaxkeops.formulas.dense import evaluate
 from jaxkeops.lazy.reduce import run_reduction
+from jaxkeops.reductions import REDUCTIONS
 
 M, N = 7, 9
 DTYPE = "float64"
@@ -230,24 +231,29 @@ def weight(axis: int) -> Var:
 
 
 def reduction_formulas(name: str, axis: int) -> tuple:
+    """The formulas of reduction `name` ("<name>_weighted": with its optional weight), from its
+    table entry, so that a new reduction is tested without a new case here."""
     w = weight(axis)
-    if name == "Sum":
-        return (make("Mult", make("Exp", F), w),)
-    if name == "LogSumExp":
-        return (F,)
-    if name in ("LogSumExp_weighted", "SumSoftMaxWeight"):
-        return (F, w)
+    rule = REDUCTIONS[name.removesuffix("_weighted")]
+    if rule.derivative == "sum":
+        if not rule.scalar_formula:
+            return (make("Mult", make("Exp", F), w),)
+        weighted = rule.n_formulas == 2 and (not rule.weight_optional or name.endswith("_weighted"))
+        return (F, w) if weighted else (F,)
     # Selecting reductions: a 2-dim formula (each component selects its own pairs) that
     # depends on every variable.
     return (make("Concat", F, make("Mult", make("Elem", w, params=(0,)),
                                    make("Sin", make("Scalprod", X, make("Cos", Y))))),)
 
 
-VALUE_REDUCTIONS = ["Sum", "LogSumExp", "LogSumExp_weighted", "SumSoftMaxWeight", "Min", "Max",
-                    "Min_ArgMin", "Max_ArgMax", "KMin", "KMin_ArgKMin"]
-SELECTING = {"Min", "Max", "Min_ArgMin", "Max_ArgMax", "KMin", "KMin_ArgKMin", "ArgMin",
-             "ArgMax", "ArgKMin"}
-INDEX_REDUCTIONS = ("ArgKMin", "ArgMax", "ArgMin")
+# Every reduction of the table with a derivative (a weight-optional one also weighted), but
+# LogSumExpSigned, whose weights of both signs tests/test_signed_lse.py covers.
+VALUE_REDUCTIONS = [variant for name, rule in REDUCTIONS.items()
+                    if rule.derivative != "none" and name != "LogSumExpSigned"
+                    for variant in ((name, f"{name}_weighted") if rule.weight_optional
+                                    else (name,))]
+SELECTING = {name for name, rule in REDUCTIONS.items() if rule.derivative != "sum"}
+INDEX_REDUCTIONS = tuple(name for name, rule in REDUCTIONS.items() if rule.derivative == "none")
 
 
 def reduction_data(rng, axis: int) -> list[np.ndarray]:
@@ -262,9 +268,9 @@ def reduction_problem(name: str, axis: int, rng) -> Problem:
     """`name` over i (axis=0) or j (axis=1), differentiated with respect to all its inputs.
     Min/Max/KMin get data whose selected pairs are isolated (redrawn until they are)."""
     formulas = reduction_formulas(name, axis)
-    reduction = "LogSumExp" if name == "LogSumExp_weighted" else name
+    reduction = name.removesuffix("_weighted")
     used = sorted(variables(*formulas), key=lambda v: v.index)
-    k = K if "KMin" in name else None
+    k = K if REDUCTIONS[reduction].needs_k else None
     for _ in range(100):
         data = reduction_data(rng, axis)
         arrays = [data[v.index] for v in used]

@@ -40,6 +40,24 @@ CATALOG = {
 }
 
 
+def _from_table(name: str) -> tuple:
+    """A case for a reduction the catalogue above does not name, built from its table entry
+    (so that a reduction added to the table is compiled and emulated at once)."""
+    rule = REDUCTIONS[name]
+    if rule.scalar_formula:
+        weighted = rule.n_formulas == 2 and not rule.weight_optional
+        formulas = (SCALAR, B) if weighted else (SCALAR,)
+    elif rule.sum_type:
+        formulas = (make("Mult", make("Exp", SCALAR), B),)
+    else:
+        formulas = (VECTOR,)
+    return name, formulas, K if rule.needs_k else None
+
+
+CATALOG.update({name.lower(): _from_table(name) for name in REDUCTIONS
+                if all(name != reduction for reduction, _, _ in CATALOG.values())})
+
+
 def reduction_spec(name: str, dtype: str = "float32", axis: int = 1, index_dtype: str = "int32",
                    sum_scheme: str = "block", k: int | None = None,
                    accumulator: str | None = None) -> KernelSpec:
