@@ -216,16 +216,18 @@ def _merge_extremum(spec, partial, axis, n_local, is_max: bool):
     return [index if o.kind == INDEX else value for o in spec.outputs]
 
 
-def _merge_kmin(spec, partial, axis, n_local):
+def _merge_kmin(spec, partial, axis, n_local, largest: bool = False):
     """K rounds: each takes the best head of the blocks' sorted candidate lists and advances
-    the list it came from."""
+    the list it came from (the K largest with `largest`: the reversed order)."""
     k = spec.k
-    value, index = partial(dataclasses.replace(spec, reduction="KMin_ArgKMin"))
+    pair = "KMax_ArgKMax" if largest else "KMin_ArgKMin"
+    value, index = partial(dataclasses.replace(spec, reduction=pair))
     index = _global_index(index, axis, n_local)
     *lead, rows, width = value.shape
     value = value.reshape(*lead, rows, k, width // k)
     index = index.reshape(*lead, rows, k, width // k)
     key = _total_order_key(value)
+    key = ~key if largest else key
     head = jnp.zeros((*lead, rows, 1, width // k), jnp.int32)
     values, indices = [], []
     for _ in range(k):  # a block wins at most k - 1 rounds before the last: head < k
@@ -296,6 +298,7 @@ _MERGES = {
     "min": functools.partial(_merge_extremum, is_max=False),
     "max": functools.partial(_merge_extremum, is_max=True),
     "kmin": _merge_kmin,
+    "kmax": functools.partial(_merge_kmin, largest=True),
     "lse": _merge_lse,
     "softmax": _merge_softmax,
 }

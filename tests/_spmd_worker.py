@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from jaxkeops import Vi, Vj  # noqa: E402
+from jaxkeops import Genred, Vi, Vj  # noqa: E402
 
 M, N, B, K = 16, 24, 4, 3
 rng = np.random.default_rng(11)
@@ -77,6 +77,11 @@ REDUCTIONS = {
                 lambda x, y, w: np.argsort(sq(x, y), 1, kind="stable")[:, :K]),
     "KMin_ArgKMin_vector": (lambda x, y, w: (Vi(x) - Vj(y)).abs().Kmin_argKmin(K=K, axis=1),
                             None),
+    "KMax_ArgKMax": (lambda x, y, w: Genred("SqDist(x, y)", ["x = Vi(3)", "y = Vj(3)"],
+                                            reduction_op="KMax_ArgKMax", axis=1,
+                                            opt_arg=K)(x, y),
+                     lambda x, y, w: (-np.sort(-sq(x, y), 1)[:, :K],
+                                      np.argsort(-sq(x, y), 1, kind="stable")[:, :K])),
 }
 
 

@@ -152,10 +152,13 @@ def expected(name: str, dense, weights):
         return (jnp.sum(e[:, :, None] * weights[None], axis=1) / jnp.sum(e, axis=1)[:, None],)
     if REDUCTIONS[reduction].needs_k:
         top = min(K, n)
-        values, indices = jax.lax.top_k(-dense, top)
-        values = jnp.pad(-values, ((0, 0), (0, K - top)), constant_values=INF)
+        largest = reduction in ("KMax", "ArgKMax", "KMax_ArgKMax")  # lax.top_k(v, K)
+        values, indices = jax.lax.top_k(dense if largest else -dense, top)
+        values = jnp.pad(values if largest else -values, ((0, 0), (0, K - top)),
+                         constant_values=-INF if largest else INF)
         indices = jnp.pad(indices, ((0, 0), (0, K - top)), constant_values=-1)
-        return {"KMin": (values,), "ArgKMin": (indices,), "KMin_ArgKMin": (values, indices)}[
+        return {"KMin": (values,), "ArgKMin": (indices,), "KMin_ArgKMin": (values, indices),
+                "KMax": (values,), "ArgKMax": (indices,), "KMax_ArgKMax": (values, indices)}[
             reduction]
     # jnp.min/max's identity on an empty axis; jnp.argmin has none there: the sentinel -1.
     value = (jnp.max(dense, axis=1, initial=-INF) if is_max

@@ -22,7 +22,7 @@ M, N, B = 16, 24, 4
 SPLITS = ("i", "j", "ij")
 REDUCTIONS = ("Sum", "Sum_axis0", "LogSumExp", "LogSumExp_weighted", "LogSumExpSigned",
               "SumSoftMaxWeight", "Min", "ArgMin", "Max_ArgMax", "KMin", "ArgKMin",
-              "KMin_ArgKMin_vector")
+              "KMin_ArgKMin_vector", "KMax_ArgKMax")
 TRANSFORMS = ("grad", "jvp", "grad_of_lse")
 OTHER_SPLITS = ("same-axis", "same-axis-auto", "i-auto", "j-auto", "ij-auto")
 CASES = ([f"{r}-{s}" for s in SPLITS for r in REDUCTIONS + TRANSFORMS]

@@ -21,6 +21,9 @@ inf and NaN give what jax.numpy gives on the same dense values v (tests/test_iee
   finite values, +inf, and NaNs last (a NaN with its sign bit set, such as the NaN of inf - inf
   on x86, ranks first, as in lax.top_k); -0.0 before +0.0; ties to the first index. +inf and
   NaN entries are kept like any other: an index is never -1 while there are K reduced rows.
+- KMax, ArgKMax, KMax_ArgKMax: the K largest, descending, in the reversed total order
+  (`lax.top_k(v, K)`: a NaN first unless its sign bit is set, +inf, finite values, -inf);
+  ties to the first index.
 
 On an empty reduced axis (N = 0, or M = 0 for axis=0) every reduction returns without reading
 anything: Sum 0; LogSumExp -inf; LogSumExpSigned -inf with sign 0; SumSoftMaxWeight NaN (an
@@ -28,7 +31,7 @@ average over nothing, 0/0); Min +inf; Max -inf; ArgMin and ArgMax -1 (no such ro
 before indexing with it, as jnp reads index -1 as the last element); Min_ArgMin (+inf, -1);
 Max_ArgMax (-inf, -1). The K-reductions need K <= N (`check_k_rows`): with K > N they raise
 a ValueError, unless the caller asks for padding, which fills the last K - N entries with
-value +inf and index -1 (so N = 0 gives only padding).
+value +inf (KMax: -inf) and index -1 (so N = 0 gives only padding).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class CppOptions:
         return f"jk::{SCHEME_ENUMS[self.scheme]}{acc}"
 
 
-MERGES = ("sum", "lse", "softmax", "min", "max", "kmin")
+MERGES = ("sum", "lse", "softmax", "min", "max", "kmin", "kmax")
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ class ReductionSpec:
     selection: str | None = None  # "select" without an index output: the reduction giving it
     # How partial results over chunks of the reduced axis combine (_partition.py): "sum",
     # "lse" (max-shifted, signed), "softmax", "min" or "max" (value and global index, from
-    # Min_ArgMin / Max_ArgMax partials) or "kmin" (the K best of KMin_ArgKMin partials).
+    # Min_ArgMin / Max_ArgMax partials), "kmin" or "kmax" (the K best of KMin_ArgKMin /
+    # KMax_ArgKMax partials).
     merge: str = "sum"
     base2: bool = False  # the CPU generator may compute it in base 2 (exp2, log2)
 
@@ -203,14 +207,18 @@ _extremum("Min_ArgMin", False, True, True)
 _extremum("Max_ArgMax", True, True, True)
 
 
-def _kmin(name, value, arg):
+def _kmin(name, value, arg, largest=False):
+    """KMin and its kin (the K smallest values) or, `largest`, KMax and its kin (the K largest,
+    descending, padded with -inf): one C++ reduction on the reversed order."""
+    flag = ", true" if largest else ""
+
     def cpp(dims, k, o: CppOptions):
         return (f"jk::KMinReduction<{o.vtype}, {dims[0]}, {k}, {str(value).lower()}, "
-                f"{str(arg).lower()}, {o.itype}>")
+                f"{str(arg).lower()}, {o.itype}{flag}>")
 
     def cuda(dims, k, o: CppOptions):
         return (f"jk::gpu::KMinReduction<{o.vtype}, {dims[0]}, {k}, {str(value).lower()}, "
-                f"{str(arg).lower()}, {o.itype}>", dims[0] * k, dims[0] * k)
+                f"{str(arg).lower()}, {o.itype}{flag}>", dims[0] * k, dims[0] * k)
 
     def outputs(dims, k):
         out = []
@@ -223,11 +231,12 @@ def _kmin(name, value, arg):
     def reference(xp, vals, axis, k):
         v = xp.moveaxis(vals[0], axis, -1)  # (..., rows, d, n)
         n = v.shape[-1]
-        order = xp.argsort(_total_order_key(xp, v), axis=-1, stable=True)[..., :k]
+        key = _total_order_key(xp, v)
+        order = xp.argsort(~key if largest else key, axis=-1, stable=True)[..., :k]
         best = xp.take_along_axis(v, order, axis=-1)
         if n < k:  # pad as the kernel does
             pad = [(0, 0)] * (best.ndim - 1) + [(0, k - n)]
-            best = xp.pad(best, pad, constant_values=float("inf"))
+            best = xp.pad(best, pad, constant_values=-float("inf") if largest else float("inf"))
             order = xp.pad(order, pad, constant_values=-1)
         best = xp.moveaxis(best, -1, -2)  # (..., rows, k, d)
         order = xp.moveaxis(order, -1, -2)
@@ -240,9 +249,11 @@ def _kmin(name, value, arg):
             out.append(order)
         return tuple(out)
 
+    index_only = "ArgKMax" if largest else "ArgKMin"
     _register(ReductionSpec(name, 1, True, outputs, cpp, reference, cuda,
                             derivative="select" if value else "none",
-                            selection="ArgKMin" if value and not arg else None, merge="kmin"))
+                            selection=index_only if value and not arg else None,
+                            merge="kmax" if largest else "kmin"))
 
 
 def _total_order_key(xp, v):
@@ -256,6 +267,9 @@ def _total_order_key(xp, v):
 _kmin("KMin", True, False)
 _kmin("ArgKMin", False, True)
 _kmin("KMin_ArgKMin", True, True)
+_kmin("KMax", True, False, largest=True)
+_kmin("ArgKMax", False, True, largest=True)
+_kmin("KMax_ArgKMax", True, True, largest=True)
 
 
 # The log-sum-exp family shares one C++ reduction; what it outputs is its LSE_OUT /

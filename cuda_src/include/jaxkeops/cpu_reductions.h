@@ -229,9 +229,16 @@ template <class V, int DIM, bool MAX, bool VALUE, bool ARG, class I> struct Extr
 // kept, a NaN last unless its sign bit is set), ties to the first index. Candidates are rejected
 // L at a time against the current K-th value; the few that pass are inserted one by one into a
 // sorted list. Rows with fewer than K reduced rows pad with +inf and index -1.
-template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinReduction {
+// LARGEST: the K largest values, descending (KMax, lax.top_k(v, K): a NaN first unless its sign
+// bit is set, +inf, finite values, -inf), padded with -inf: the same code on the reversed order.
+template <class V, int DIM, int K, bool VALUE, bool ARG, class I, bool LARGEST = false>
+struct KMinReduction {
   using S = scalar_t<V>;
   using J = index_t<V>;
+  // An empty slot's value (a function: INFINITY is no constant expression under NVRTC).
+  JK_FN static S empty() { return LARGEST ? S(-INFINITY) : S(INFINITY); }
+  // The rank of x: its total order key, reversed for LARGEST (~key keeps ties as ties).
+  JK_FN static auto rank(S x) { return LARGEST ? ~total_order_key(x) : total_order_key(x); }
   struct State {
     S val[DIM][K];
     int64_t arg[DIM][K];  // -1: an empty slot (+inf in val); empty slots come last
@@ -241,14 +248,14 @@ template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinRed
   };
   JK_FN static void start_row(State& s) {
     for (int k = 0; k < DIM; ++k) {
-      for (int q = 0; q < K; ++q) s.val[k][q] = INFINITY, s.arg[k][q] = -1;
+      for (int q = 0; q < K; ++q) s.val[k][q] = empty(), s.arg[k][q] = -1;
       s.bar[k] = cst<V>(NAN);
     }
   }
   JK_FN static void start_tile(State&) {}
   // Whether x, from a later row, ranks before slot q.
   JK_FN static bool before(const State& s, int k, int q, S x) {
-    return s.arg[k][q] < 0 || total_order_key(x) < total_order_key(s.val[k][q]);
+    return s.arg[k][q] < 0 || rank(x) < rank(s.val[k][q]);
   }
   JK_FN static void insert(State& s, int k, S x, int64_t a) {
     if (!before(s, k, K - 1, x)) return;
@@ -264,10 +271,12 @@ template <class V, int DIM, int K, bool VALUE, bool ARG, class I> struct KMinRed
   template <bool MASKED, class M>
   JK_FN static void accumulate(State& s, const V* f, int base, M valid, int64_t j0) {
     for (int k = 0; k < DIM; ++k) {
-      // Total order puts x after the K-th value wherever x > bar in IEEE order (never with a
-      // NaN): such vectors need no look at their lanes. The tail's lanes are all looked at.
-      if constexpr (!MASKED)
-        if (all_lt(s.bar[k], f[k])) continue;
+      // Total order puts x after the K-th value wherever x > bar in IEEE order (x < bar for
+      // LARGEST; never with a NaN): such vectors need no look at their lanes. The tail's lanes
+      // are all looked at.
+      if constexpr (!MASKED) {
+        if (LARGEST ? all_lt(f[k], s.bar[k]) : all_lt(s.bar[k], f[k])) continue;
+      }
       for (int l = 0; l < traits<V>::lanes; ++l) {
         if constexpr (MASKED)
           if (lane_index(valid, l) == 0) continue;

@@ -175,9 +175,14 @@ template <> struct Pow2AtLeast<1> {
 // IX is the type of the indices in the lists: int32_t when the outputs are int32 (the reduced
 // axis is then shorter than 2^31, or the indices would not fit anyway), which saves DIM * K
 // registers; the split schedule's records hold int64 either way.
-template <class C, int DIM, int K, bool VALUE, bool ARG, class IX = int64_t>
+// LARGEST: the K largest values, descending (KMax), padded with -inf: the reversed order.
+template <class C, int DIM, int K, bool VALUE, bool ARG, class IX = int64_t, bool LARGEST = false>
 struct KMinReduction {
   using Partial = C;
+  // An empty slot's value (a function: INFINITY is no constant expression under NVRTC).
+  JK_FN static C empty() { return LARGEST ? C(-INFINITY) : C(INFINITY); }
+  // The rank of x: its total order key, reversed for LARGEST (~key keeps ties as ties).
+  JK_FN static auto rank(C x) { return LARGEST ? ~total_order_key(x) : total_order_key(x); }
   static constexpr int PARTIAL_VALUES = DIM * K;
   static constexpr int PARTIAL_INDICES = DIM * K;
   static constexpr int REGISTER_SLOTS = 64;
@@ -190,13 +195,13 @@ struct KMinReduction {
   };
   JK_FN static void init(State& s) {
     JK_UNROLL for (int k = 0; k < DIM; ++k)
-      JK_UNROLL_BY(UNROLL_K) for (int q = 0; q < K; ++q) s.val[k][q] = INFINITY, s.arg[k][q] = -1;
+      JK_UNROLL_BY(UNROLL_K) for (int q = 0; q < K; ++q) s.val[k][q] = empty(), s.arg[k][q] = -1;
   }
   JK_FN static void start_tile(State&) {}
   JK_FN static void end_tile(State&) {}
   // Whether value x with index ix ranks before value y with index iy (-1: an empty slot).
   JK_FN static bool before(C x, IX ix, C y, IX iy) {
-    return ix >= 0 && (iy < 0 || total_order_key(x) < total_order_key(y));
+    return ix >= 0 && (iy < 0 || rank(x) < rank(y));
   }
   // Inserts (x, j) into the sorted list `val`/`arg` before the first entry it ranks before;
   // the entries from there on move one slot down, the last one drops out.
@@ -237,7 +242,7 @@ struct KMinReduction {
   // list); empty slots last. Strict and total, as a sorting network needs.
   JK_FN static bool ranks_before(C x, IX ix, C y, IX iy) {
     if (ix < 0 || iy < 0) return ix >= 0 && iy < 0;
-    const auto kx = total_order_key(x), ky = total_order_key(y);
+    const auto kx = rank(x), ky = rank(y);
     return kx < ky || (kx == ky && ix < iy);
   }
   // Puts (v0, a0) and (v1, a1) in order.
@@ -262,7 +267,7 @@ struct KMinReduction {
       // entry against b's (P-1-q)-th, a ascending against b descending.
       JK_UNROLL_BY(UNROLL_P) for (int q = 0; q < P; ++q) {
         const int r = P - 1 - q;
-        const C av = q < K ? a.val[k][q] : C(INFINITY), bv = r < K ? b.val[k][r] : C(INFINITY);
+        const C av = q < K ? a.val[k][q] : empty(), bv = r < K ? b.val[k][r] : empty();
         const IX aa = q < K ? a.arg[k][q] : IX(-1), ba = r < K ? b.arg[k][r] : IX(-1);
         const bool from_b = ranks_before(bv, ba, av, aa);
         val[q] = from_b ? bv : av;
