@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxkeops.ot import SamplesLoss, SinkhornParams, measures
+from jaxkeops.ot.multiscale import Bounds, cluster, truncated_ranges
 from jaxkeops.ot.sinkhorn import run
 
 N, M, D = 300, 250, 3
@@ -156,3 +157,26 @@ def test_hausdorff_is_not_multiscale():
     x, y = clouds(9)
     with pytest.raises(NotImplementedError, match="loss='sinkhorn' only"):
         SamplesLoss("hausdorff", backend="multiscale", blur=0.05)(x, y)
+
+
+def test_a_cloud_against_itself_keeps_a_symmetric_pattern():
+    """OT(a, a)'s two halves of the ranges tuple are computed once: the kept blocks must be
+    exactly symmetric, so that the second half is the first (checked against building both
+    halves from the keep matrix)."""
+    x, _ = clouds(10)
+    xs = jnp.asarray(x)[None]
+    weights = jnp.full((1, N), 1.0 / N)
+    lower = xs.min((0, 1))
+    cx = cluster(weights, xs, lower, jnp.asarray(0.2), 10)
+    bounds = Bounds.create(2, cx, cx, debias=True)
+    f = jnp.asarray(np.random.default_rng(11).normal(size=N) * 0.01)
+    eps = 0.02**2
+    got = bounds.ranges("xx", cx, cx, f, f, 5.0, eps)
+    gap = bounds.gaps["xx"]
+    f_max = jax.ops.segment_max(f, cx.labels, gap.shape[-1]).reshape(1, -1)
+    keep = f_max[..., :, None] + f_max[..., None, :] - gap > -5.0 * eps
+    assert bool(jnp.all(keep == jnp.swapaxes(keep, -1, -2)))
+    assert 0 < int(keep.sum()) < keep.size  # some blocks kept, some dropped
+    want = truncated_ranges(keep, cx.ranges, cx.ranges)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))

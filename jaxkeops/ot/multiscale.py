@@ -280,7 +280,8 @@ class Bounds:
         for name, (u, ru, v, rv) in pairs.items():
             distance = jnp.sqrt(jnp.sum((u.centroids[..., :, None, :]
                                          - v.centroids[..., None, :, :]) ** 2, -1))
-            gap = jnp.maximum(distance - ru[..., :, None] - rv[..., None, :], 0)
+            # (ru + rv) in one sum: for a cloud against itself the gaps are exactly symmetric.
+            gap = jnp.maximum(distance - (ru[..., :, None] + rv[..., None, :]), 0)
             gaps[name] = stop_gradient(gap if p == 1 else gap**2 / 2)
         return cls(p, gaps)
 
@@ -295,6 +296,10 @@ class Bounds:
         else:
             f_max, g_max = _cluster_max(u, f), _cluster_max(v, g)
             keep = f_max[..., :, None] + g_max[..., None, :] - gap > -truncate * eps
+        if name in ("xx", "yy"):
+            # A cloud against itself: keep is symmetric, so both halves of the tuple are one.
+            half = _half(keep, u.ranges, u.ranges)
+            return (*half, *half)
         return truncated_ranges(keep, u.ranges, v.ranges)
 
 
