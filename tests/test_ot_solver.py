@@ -271,7 +271,6 @@ def test_convergence_check_under_vmap_and_jit(batches):
     (dict(scaling=1.0), ValueError, "scaling must be a number in (0, 1)"),
     (dict(reach=-1.0), ValueError, "reach must be positive"),
     (dict(backend="GPU"), ValueError, "backend must be one of"),
-    (dict(backend="multiscale", tol=1e-3), NotImplementedError, "tol="),
     (dict(backend="multiscale", truncate=-1.0), ValueError, "truncate must be positive"),
     (dict(loss="gaussian", cost="SqDist(X,Y)"), ValueError, "pass kernel="),
     (dict(loss="sinkhorn", kernel=lambda x, y: x), ValueError, "pass cost="),
