@@ -11,8 +11,8 @@ from .calculus import (
     trace_operator,
 )
 from .formula_ad import depends_on, jvp, transpose
-from .reduction_ad import INDEX_ONLY, SELECTING, SUM_TANGENT, sum_tangent_formula
+from .reduction_ad import sum_tangent_formula
 
-__all__ = ["CALCULUS", "INDEX_ONLY", "SELECTING", "SUM_TANGENT", "adjoint_operator",
+__all__ = ["CALCULUS", "adjoint_operator",
            "depends_on", "diff", "divergence", "grad", "grad_matrix", "jvp", "laplacian",
            "sum_tangent_formula", "trace_operator", "transpose"]

@@ -21,17 +21,11 @@ from types import SimpleNamespace
 
 from ..formulas import Node, Var, make
 from ..formulas.algebra import add, mul, sub
-from ..reductions import REDUCTIONS, reduction
+from ..reductions import reduction
 from .formula_ad import jvp
 
 # What the table's tangent rules build formulas with (None stands for a zero formula).
 ALGEBRA = SimpleNamespace(make=make, add=add, mul=mul, sub=sub)
-
-# Derived from the table, for the callers that group reductions by their derivative.
-SUM_TANGENT = tuple(n for n, r in REDUCTIONS.items() if r.derivative == "sum")
-SELECTING = {n: r.selection for n, r in REDUCTIONS.items() if r.derivative == "select"}
-INDEX_ONLY = tuple(n for n, r in REDUCTIONS.items() if r.derivative == "none")
-
 
 def sum_tangent_formula(name: str, formulas: tuple[Node, ...], tangents: Mapping[Var, Var],
                         inputs: Mapping[str, Var]) -> Node | None:
