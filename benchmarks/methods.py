@@ -168,6 +168,14 @@ def _prepare_pykeops(workload, data, gpu=None):
 REF_DIMS = {"gauss": (3, 64), "grad": (3, 64), "lse": (3,), "knn": (3, 64)}
 
 
+def cpu_has_avx512() -> bool:
+    """Whether this CPU runs AVX-512 (Linux /proc/cpuinfo; False where it cannot tell)."""
+    try:
+        return " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def build_ref(repo: Path, workdir: str) -> tuple[ctypes.CDLL | None, str]:
     """Compile <repo>/../shared/perf/refkern.cpp into workdir; (library, or None and why)."""
     src = repo.parent / "shared" / "perf" / "refkern.cpp"
@@ -175,8 +183,10 @@ def build_ref(repo: Path, workdir: str) -> tuple[ctypes.CDLL | None, str]:
         return None, f"not found: {src}"
     cxx = os.environ.get("CXX") or shutil.which("g++")
     out = Path(workdir) / "librefkern.so"
-    cmd = [cxx or "g++", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(src),
-           "-o", str(out)]
+    cmd = [cxx or "g++", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+    if not cpu_has_avx512():  # the kernel as it is, on pairs of AVX2 registers
+        cmd += ["-include", str(Path(__file__).with_name("avx512_on_avx2.h"))]
+    cmd += [str(src), "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         return None, f"build failed: {proc.stderr.strip()[:300]}"
@@ -185,7 +195,7 @@ def build_ref(repo: Path, workdir: str) -> tuple[ctypes.CDLL | None, str]:
     for name in ("ref_gauss_fwd", "ref_gauss_grad", "ref_lse"):
         getattr(lib, name).argtypes = [fp, fp, fp, fp, lng, lng, i32, ctypes.c_float]
     lib.ref_knn.argtypes = [fp, fp, fp, fp, lng, lng, i32, i32]
-    return lib, " ".join(cmd[:-3] + [src.name])
+    return lib, " ".join(cmd[:-3] + [src.name]).replace(str(Path(__file__).parent) + "/", "")
 
 
 def _prepare_ref(lib, workload, data):

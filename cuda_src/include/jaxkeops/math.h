@@ -473,18 +473,16 @@ template <class V> JK_FN V exp2(V x) {
 #endif
 #if JK_AVX2
   if constexpr (sizeof(V) == 32 && sizeof(S) == 4) {
-    // `exp2_reduced`, with 2^n applied as two exponent-field scalings (n in [-151, 128]
-    // after the clamp, so both halves are normal numbers): +inf saturates to inf, -inf to 0,
-    // subnormal results round correctly, and a NaN x gives a NaN p (vmaxps/vminps return
-    // their second operand when either is a NaN, so the clamp keeps it).
-    V t = __builtin_ia32_minps256(cst<V>(128.0), __builtin_ia32_maxps256(cst<V>(-151.0), x));
+    // `exp2_reduced`, then 2^n added to its exponent field. vminps returns its second operand
+    // when either is a NaN, so a NaN x stays NaN through p; x >= 128 gives n = 128 and
+    // p = 1 exactly, whose bits plus 128 << 23 are those of +inf; t < -126 (a subnormal or
+    // zero 2^t, -inf included) gives +0, as XLA's CPU threads flush subnormal results anyway.
+    V t = __builtin_ia32_minps256(cst<V>(128.0), x);
     V n = __builtin_ia32_roundps256(t, 0x08);  // to nearest, no exceptions (vroundps)
-    V f = t - n;
-    V p = exp2_reduced(f);
-    vint32 whole = __builtin_convertvector(n, vint32);  // exact: n is a whole number
-    vint32 half = whole >> 1, rest = whole - half;
-    V s1 = bit_cast<V>((half + 127) << 23), s2 = bit_cast<V>((rest + 127) << 23);
-    return (p * s1) * s2;
+    V p = exp2_reduced(t - n);
+    vint32 whole = __builtin_convertvector(n, vint32);  // exact where it matters (n >= -126)
+    vint32 bits = bit_cast<vint32>(p) + (whole << 23);
+    return bit_cast<V>(bits & ~(t < cst<V>(-126.0)));
   }
 #endif
   if constexpr (traits<V>::lanes == 1) {
