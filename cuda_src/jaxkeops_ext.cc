@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -206,6 +207,17 @@ struct Launch {
   }
 };
 
+// A chunk takes well under this; a helper preempted for longer completes the future itself.
+constexpr std::chrono::microseconds kHelperWait{2000};
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Deals the rows of a launch out to the threads that ask, chunk by chunk.
 struct Dealer {
   Dealer(Launch launch, int64_t units, int64_t chunk)
@@ -214,6 +226,16 @@ struct Dealer {
   const int64_t units, chunk;
   std::atomic<int64_t> next{0};
   std::atomic<bool> failed{false};
+  std::atomic<int> helpers_running{0};
+
+  // Spins (the caller has nothing else to do) for at most kHelperWait.
+  void WaitForStartedHelpers() const {
+    const auto give_up = std::chrono::steady_clock::now() + kHelperWait;
+    for (int spins = 0; helpers_running.load(std::memory_order_acquire) > 0; ++spins) {
+      CpuRelax();
+      if (spins % 256 == 255 && std::chrono::steady_clock::now() > give_up) return;
+    }
+  }
 
   ffi::Error Work() {
     while (!failed.load(std::memory_order_relaxed)) {
@@ -425,8 +447,17 @@ ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, std::string_view so
   ffi::CountDownPromise done(parts);
   ffi::Future future(done);
   for (int64_t p = 1; p < parts; ++p)
-    pool.Schedule([shared, done]() mutable { done.CountDown(shared->Work()); });
+    pool.Schedule([shared, done]() mutable {
+      shared->helpers_running.fetch_add(1, std::memory_order_acq_rel);
+      done.CountDown(shared->Work());
+      shared->helpers_running.fetch_sub(1, std::memory_order_acq_rel);
+    });
   done.CountDown(shared->Work());
+  // Helpers that started are at most one chunk from done: waiting for them here returns a
+  // future that is already complete, so XLA goes on in this thread instead of being resumed
+  // by the last helper and waking the caller (measured at M = N = 1e3, 2 cores: 276 -> 231 us
+  // a call). A helper that has not started finds no rows left and completes the future itself.
+  shared->WaitForStartedHelpers();
   return future;
 }
 

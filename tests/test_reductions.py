@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import assert_close, run_both
 
+from jaxkeops import Vi, Vj
 from jaxkeops.formulas import CAT_I, CAT_J, Var, make
 from jaxkeops.lazy.reduce import run_reduction
 from jaxkeops.reductions import INDEX, REDUCTIONS
@@ -273,3 +274,27 @@ def test_indices_are_int32_without_x64():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_logsumexp_of_steadily_rising_terms_matches_float64(dtype):
+    """The running maximum lags the largest term by up to 2^16 (SLACK in cpu_reductions.h):
+    terms that rise along the reduced axis, by less and by more than that per vector, and
+    weights up to 1e30, against float64 numpy."""
+    n = 1031
+    x = np.array([[0.001], [0.05], [1.0], [3.0], [-2.0]], dtype)
+    t = np.linspace(0.0, 300.0, n, dtype=dtype)[:, None]
+    w = np.geomspace(1e-3, 1e30, n).astype(dtype)[:, None]
+    f = x[:, None, 0].astype(np.float64) * t[None, :, 0]
+    for weights in (None, w):
+        got = (Vi(x) * Vj(t)).logsumexp(axis=1, weight=None if weights is None else Vj(weights))
+        logs = f if weights is None else f + np.log(weights[None, :, 0].astype(np.float64))
+        top = logs.max(axis=1, keepdims=True)
+        expected = top + np.log(np.exp(logs - top).sum(axis=1, keepdims=True))
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=2e-6 if dtype == "float32"
+                                   else 1e-12)
+    soft = (Vi(x) * Vj(t)).sumsoftmaxweight(Vj(t), axis=1)
+    p = np.exp(f - f.max(axis=1, keepdims=True))
+    expected = (p @ t.astype(np.float64)) / p.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(soft), expected,
+                               rtol=2e-5 if dtype == "float32" else 1e-12)
