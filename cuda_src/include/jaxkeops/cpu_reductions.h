@@ -274,13 +274,17 @@ struct KMinReduction {
       // Total order puts x after the K-th value wherever x > bar in IEEE order (x < bar for
       // LARGEST; never with a NaN): such vectors need no look at their lanes. The tail's lanes
       // are all looked at.
-      if constexpr (!MASKED) {
-        if (LARGEST ? all_lt(f[k], s.bar[k]) : all_lt(s.bar[k], f[k])) continue;
-      }
-      for (int l = 0; l < traits<V>::lanes; ++l) {
-        if constexpr (MASKED)
-          if (lane_index(valid, l) == 0) continue;
-        insert(s, k, lane(f[k], l), j0 + base + l);
+      if constexpr (MASKED) {
+        for (int l = 0; l < traits<V>::lanes; ++l)
+          if (lane_index(valid, l) != 0) insert(s, k, lane(f[k], l), j0 + base + l);
+      } else {
+        // Only the lanes the bar does not settle, in index order (ties keep the first index).
+        unsigned open = LARGEST ? lanes_not_lt(f[k], s.bar[k]) : lanes_not_lt(s.bar[k], f[k]);
+        if (!open) continue;
+        for (; open; open &= open - 1) {
+          const int l = __builtin_ctz(open);
+          insert(s, k, lane(f[k], l), j0 + base + l);
+        }
       }
       s.bar[k] = cst<V>(s.arg[k][K - 1] < 0 ? (S)NAN : s.val[k][K - 1]);
     }

@@ -214,6 +214,31 @@ template <class V> JK_FN bool all_lt(V a, V b) {
   return !any(!(a < b));
 }
 
+// Bit l set where !(a < b) in lane l (a NaN on either side sets it): the lanes a test by
+// a < b does not settle.
+template <class V> JK_FN unsigned lanes_not_lt(V a, V b) {
+#if JK_AVX512
+  if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 4)
+    return _mm512_cmp_ps_mask(bit_cast<__m512>(a), bit_cast<__m512>(b), _CMP_NLT_UQ);
+  if constexpr (sizeof(V) == 64 && sizeof(scalar_t<V>) == 8)
+    return _mm512_cmp_pd_mask(bit_cast<__m512d>(a), bit_cast<__m512d>(b), _CMP_NLT_UQ);
+#endif
+#if JK_AVX2
+  if constexpr (sizeof(V) == 32 && sizeof(scalar_t<V>) == 4)
+    return __builtin_ia32_movmskps256(__builtin_ia32_cmpps256(a, b, 0x15));  // NLT_UQ
+  if constexpr (sizeof(V) == 32 && sizeof(scalar_t<V>) == 8)
+    return __builtin_ia32_movmskpd256(__builtin_ia32_cmppd256(a, b, 0x15));
+#endif
+  if constexpr (traits<V>::lanes == 1) {
+    return !(a < b);
+  } else {
+    const auto open = !(a < b);
+    unsigned bits = 0;
+    for (int l = 0; l < traits<V>::lanes; ++l) bits |= unsigned(open[l] != 0) << l;
+    return bits;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Comparisons (1 where true, 0 where false) and selections.
 template <class V> JK_FN V eq(V a, V b) { return from_mask<V>(a == b); }
