@@ -5,7 +5,8 @@
 
 For each workload and size, jaxkeops (jit-compiled, inputs on the device) and the reference
 kernel (../shared/perf/refkern.cpp, OpenMP on every core) are timed in alternation in this
-process: batches of calls, one method after the other, for about --seconds per point. The
+process: batches of calls, one method after the other (each batch after a 50 ms pause), for
+about --seconds per point. The
 table gives the median call, the reference ratio (reference time / jaxkeops time: 1 = as fast
 as the hand-written kernel) and both methods' CPU/wall (how many cores they kept busy). Every
 output is checked against float64 numpy on its first rows before it is timed.
@@ -31,6 +32,9 @@ import numpy as np  # noqa: E402
 from measure import machine, run_once  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+# A pause before each batch: the other method's idle threads (OpenMP's, XLA's pool) spin for a
+# few milliseconds after their last call, and would compete with this batch's first calls.
+SETTLE = 0.05
 TOLERANCE = {"gauss": 1e-4, "grad": 1e-4, "lse": 1e-4, "knn": 0.99}  # knn: neighbours found
 
 
@@ -54,6 +58,7 @@ def time_point(calls: dict, seconds: float) -> dict[str, tuple[float, float]]:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds or min(len(w) for w in walls.values()) < 5:
         for name, call in calls.items():
+            time.sleep(SETTLE)
             for _ in range(batch[name]):
                 sample, _ = run_once(call)
                 walls[name].append(sample.wall)

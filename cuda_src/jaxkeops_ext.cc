@@ -207,9 +207,6 @@ struct Launch {
   }
 };
 
-// A chunk takes well under this; a helper preempted for longer completes the future itself.
-constexpr std::chrono::microseconds kHelperWait{2000};
-
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -218,37 +215,109 @@ inline void CpuRelax() {
 #endif
 }
 
-// Deals the rows of a launch out to the threads that ask, chunk by chunk.
+using Clock = std::chrono::steady_clock;
+
+// Deals the rows of a launch out to the threads that ask, chunk by chunk. The call's future
+// completes when the last chunk is done, whichever thread ran it.
 struct Dealer {
   Dealer(Launch launch, int64_t units, int64_t chunk)
-      : launch(std::move(launch)), units(units), chunk(chunk) {}
+      : launch(std::move(launch)),
+        units(units),
+        chunk(chunk),
+        chunks((units + chunk - 1) / chunk),
+        done(chunks) {}
   const Launch launch;
-  const int64_t units, chunk;
+  const int64_t units, chunk, chunks;
+  ffi::CountDownPromise done;  // one count per chunk
   std::atomic<int64_t> next{0};
+  std::atomic<int64_t> finished{0};
   std::atomic<bool> failed{false};
-  std::atomic<int> helpers_running{0};
+  uint64_t generation = 0;  // set by Lingerers::Offer before any helper starts
 
-  // Spins (the caller has nothing else to do) for at most kHelperWait.
-  void WaitForStartedHelpers() const {
-    const auto give_up = std::chrono::steady_clock::now() + kHelperWait;
-    for (int spins = 0; helpers_running.load(std::memory_order_acquire) > 0; ++spins) {
-      CpuRelax();
-      if (spins % 256 == 255 && std::chrono::steady_clock::now() > give_up) return;
-    }
-  }
+  bool Finished() const { return finished.load(std::memory_order_acquire) == chunks; }
 
-  ffi::Error Work() {
-    while (!failed.load(std::memory_order_relaxed)) {
+  // Runs chunks until none is left. Every chunk is counted down exactly once, also the ones
+  // skipped after a failure, so that the future always completes.
+  void Work() {
+    for (;;) {
       const int64_t lo = next.fetch_add(chunk, std::memory_order_relaxed);
-      if (lo >= units) break;
-      ffi::Error err = launch.RunRange(lo, std::min(units, lo + chunk));
-      if (!err.success()) {
-        failed.store(true, std::memory_order_relaxed);
-        return err;
+      if (lo >= units) return;
+      ffi::Error err = ffi::Error::Success();
+      if (!failed.load(std::memory_order_relaxed)) {
+        err = launch.RunRange(lo, std::min(units, lo + chunk));
+        if (!err.success()) failed.store(true, std::memory_order_relaxed);
       }
+      finished.fetch_add(1, std::memory_order_acq_rel);
+      done.CountDown(err);
     }
-    return ffi::Error::Success();
   }
+};
+
+// Pool threads that finished their part of a call stay a moment (kLinger at most) for the
+// next call's rows, as OpenMP's threads do: a parked pool thread takes 30-300 us to wake on a
+// virtual machine, as long as a whole call at M = N = 1e3, so without this the caller ran
+// small calls alone (measured: CPU/wall 1.0-1.4 on 2 cores at M = N = 1e3).
+class Lingerers {
+ public:
+  static Lingerers& Get() {
+    static Lingerers* lingerers = new Lingerers();  // leaked: pool threads may outlive exit
+    return *lingerers;
+  }
+
+  // Makes `dealer` the call that lingering threads join; returns how many are lingering.
+  int Offer(const std::shared_ptr<Dealer>& dealer) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      latest_ = dealer;
+      dealer->generation = generation_.fetch_add(1, std::memory_order_seq_cst) + 1;
+    }
+    return lingering_.load(std::memory_order_seq_cst);
+  }
+
+  void Withdraw(const std::shared_ptr<Dealer>& dealer) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (latest_ == dealer) latest_.reset();
+  }
+
+  // Spins on this pool thread, working on every call offered after the one it helped (seen:
+  // that call's generation), until no call came for `linger`.
+  void Linger(uint64_t seen, Clock::duration linger) {
+    lingering_.fetch_add(1, std::memory_order_seq_cst);
+    auto give_up = Clock::now() + linger;
+    for (int spins = 0;; ++spins) {
+      if (generation_.load(std::memory_order_seq_cst) != seen) {
+        lingering_.fetch_sub(1, std::memory_order_seq_cst);
+        seen = Join();
+        lingering_.fetch_add(1, std::memory_order_seq_cst);
+        give_up = Clock::now() + linger;
+      }
+      CpuRelax();
+      if (spins % 64 == 63 && Clock::now() > give_up) break;
+    }
+    lingering_.fetch_sub(1, std::memory_order_seq_cst);
+    // A call offered after its caller counted this thread as lingering: help it (the caller
+    // either saw the count drop, or its offer is visible here).
+    if (generation_.load(std::memory_order_seq_cst) != seen) Join();
+  }
+
+ private:
+  // Works on the latest offer; returns the generation it saw.
+  uint64_t Join() {
+    std::shared_ptr<Dealer> dealer;
+    uint64_t seen;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      seen = generation_.load(std::memory_order_seq_cst);
+      dealer = latest_;
+    }
+    if (dealer) dealer->Work();
+    return seen;
+  }
+
+  std::mutex mutex_;
+  std::shared_ptr<Dealer> latest_;  // guarded by mutex_
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> lingering_{0};
 };
 
 // Fills `launch` from the call's buffers, or explains which buffer does not fit.
@@ -399,6 +468,11 @@ constexpr int64_t kMinPartWork = int64_t{1} << 16;
 constexpr int64_t kChunksPerPart = 16;
 constexpr int64_t kMinChunkRows = 64;
 
+// How long the caller waits for the last chunks, and the longest a pool thread lingers after
+// a call (never longer than the call itself took).
+constexpr std::chrono::microseconds kHelperWait{2000};
+constexpr std::chrono::microseconds kLinger{250};
+
 ffi::Future ReadyFuture(ffi::Error error) {
   ffi::Promise promise;
   ffi::Future future(promise);
@@ -443,21 +517,28 @@ ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, std::string_view so
   const int64_t chunk = std::min(per_part, std::max((units + parts * kChunksPerPart - 1) /
                                                         (parts * kChunksPerPart),
                                                     kMinChunkRows));
-  auto shared = std::make_shared<Dealer>(std::move(*launch), units, chunk);
-  ffi::CountDownPromise done(parts);
-  ffi::Future future(done);
-  for (int64_t p = 1; p < parts; ++p)
-    pool.Schedule([shared, done]() mutable {
-      shared->helpers_running.fetch_add(1, std::memory_order_acq_rel);
-      done.CountDown(shared->Work());
-      shared->helpers_running.fetch_sub(1, std::memory_order_acq_rel);
+  const auto started = Clock::now();
+  auto dealer = std::make_shared<Dealer>(std::move(*launch), units, chunk);
+  ffi::Future future(dealer->done);
+  Lingerers& lingerers = Lingerers::Get();
+  const int64_t waiting = lingerers.Offer(dealer);
+  for (int64_t p = 1 + std::min<int64_t>(waiting, parts - 1); p < parts; ++p)
+    pool.Schedule([dealer, started]() {
+      dealer->Work();
+      Lingerers::Get().Linger(dealer->generation,
+                              std::min<Clock::duration>(kLinger, Clock::now() - started));
     });
-  done.CountDown(shared->Work());
-  // Helpers that started are at most one chunk from done: waiting for them here returns a
+  dealer->Work();
+  // Threads still on a chunk are at most one chunk from done: waiting for them here returns a
   // future that is already complete, so XLA goes on in this thread instead of being resumed
-  // by the last helper and waking the caller (measured at M = N = 1e3, 2 cores: 276 -> 231 us
-  // a call). A helper that has not started finds no rows left and completes the future itself.
-  shared->WaitForStartedHelpers();
+  // from the pool (measured at M = N = 1e3, 2 cores: 276 -> 231 us a call). After kHelperWait
+  // (a preempted thread) the future completes from the thread that runs the last chunk.
+  const auto give_up = Clock::now() + kHelperWait;
+  for (int spins = 0; !dealer->Finished(); ++spins) {
+    CpuRelax();
+    if (spins % 256 == 255 && Clock::now() > give_up) break;
+  }
+  lingerers.Withdraw(dealer);
   return future;
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import jax
@@ -252,6 +253,38 @@ def test_kernel_failure(kernels, m, n, kernel_id, message):
     x, y, p = data(np.random.default_rng(5), (), (), m, n)
     with pytest.raises(Exception, match=message):
         np.asarray(call(x, y, p, kernel_id=kernel_id))
+
+
+def test_back_to_back_threaded_calls_from_several_threads_are_each_correct(kernels):
+    """Pool threads linger after a call and join the next one, whichever Python thread made
+    it: calls of different sizes from 4 threads, back to back, with failing calls between, must
+    each give their own result (or their own error)."""
+    rng = np.random.default_rng(7)
+    cases = [data(rng, (), (), m, n) for m, n in [(700, 600), (1500, 400), (300, 2000)]]
+    f = jax.jit(call, static_argnames="kernel_id")
+    errors = []
+
+    def worker(seed):
+        for k in range(30):
+            x, y, p = cases[(seed + k) % len(cases)]
+            if k % 7 == 3:
+                try:
+                    np.asarray(f(x, y, p, kernel_id=CODE7_ID))
+                    errors.append("a failing kernel gave no error")
+                except Exception as e:  # noqa: BLE001 - the message is what is checked
+                    if "code 7" not in str(e):
+                        errors.append(str(e))
+                continue
+            out = np.asarray(f(x, y, p))
+            if not np.allclose(out, reference(x, y, p), rtol=1e-5, atol=1e-4):
+                errors.append(f"wrong result for shapes {x.shape}, {y.shape}")
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
 
 
 def test_bad_rank(kernels):
