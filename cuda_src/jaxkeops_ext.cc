@@ -13,6 +13,7 @@
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -170,6 +171,8 @@ struct Launch {
   const int32_t* ranges = nullptr;
   const int32_t* slices = nullptr;
   const int32_t* redranges = nullptr;
+  // The inner variables packed once for the whole call (PackOnce), or null.
+  std::shared_ptr<void> packed;
 
   int64_t batch_count() const {
     int64_t n = 1;
@@ -177,12 +180,35 @@ struct Launch {
     return n;
   }
 
+  // Has the kernel pack the inner variables of the whole reduced axis once, for every task
+  // of this call to read, when that is worth it: a single batch element (their inner
+  // variables may differ), no ranges, and at most kMaxPackedBytes. Kernels that do not
+  // pre-pack (or an allocation that fails) leave each task packing its own tiles.
+  ffi::Error PackOnce(int64_t max_bytes) {
+    if (n_ranges >= 0 || batch_count() != 1) return ffi::Error::Success();
+    std::vector<void*> ptrs(bases.begin(), bases.end());
+    int64_t bytes = 0;
+    jk_task query{ptrs.data(), ptrs.data() + n_args, n_out, n_red, 0, 0,
+                  -1, nullptr, nullptr, nullptr, JK_PACK_SIZE, &bytes};
+    if (run(&query) != 0 || bytes <= 0 || bytes > max_bytes) return ffi::Error::Success();
+    void* buffer = aligned_alloc(64, (static_cast<size_t>(bytes) + 63) / 64 * 64);
+    if (buffer == nullptr) return ffi::Error::Success();
+    std::shared_ptr<void> owned(buffer, free);
+    jk_task pack{ptrs.data(), ptrs.data() + n_args, n_out, n_red, 0, 0,
+                 -1, nullptr, nullptr, nullptr, JK_PACK, buffer};
+    if (int rc = run(&pack); rc != 0)
+      return ffi::Error::Internal("jaxkeops: kernel " + HexId(kernel_id) +
+                                  " failed to pack its inputs with code " + std::to_string(rc));
+    packed = std::move(owned);
+    return ffi::Error::Success();
+  }
+
   // Runs the flattened (batch, output row) range [begin, end).
   ffi::Error RunRange(int64_t begin, int64_t end) const {
     const size_t n_ops = bases.size(), nb_dims = batch_shape.size();
     std::vector<void*> ptrs(n_ops);
     jk_task task{ptrs.data(), ptrs.data() + n_args, n_out, n_red, 0, 0,
-                 n_ranges, ranges, slices, redranges};
+                 n_ranges, ranges, slices, redranges, JK_RUN, packed.get()};
     while (begin < end) {
       task.row_begin = begin % n_out;
       task.row_end = std::min(n_out, task.row_begin + (end - begin));
@@ -467,6 +493,10 @@ constexpr int64_t kMinPartWork = int64_t{1} << 16;
 // Rows are dealt out in about this many chunks per thread, of at least this many rows.
 constexpr int64_t kChunksPerPart = 16;
 constexpr int64_t kMinChunkRows = 64;
+// With the inner variables packed once per call, chunks cost no packing: smaller ones leave
+// less of a tail where one thread waits for the other's last chunk.
+constexpr int64_t kMinChunkRowsPacked = 32;
+constexpr int64_t kMaxPackedBytes = int64_t{16} << 20;
 
 // How long the caller waits for the last chunks, and the longest a pool thread lingers after
 // a call (never longer than the call itself took).
@@ -513,10 +543,13 @@ ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, std::string_view so
   // or is slowed down by other work on its core takes fewer of them (a static split would make
   // everyone wait for it). Chunks keep at least kMinChunkRows rows: each call of the kernel
   // packs the reduced variables again, which a few dozen rows amortise.
+  if (ffi::Error err = launch->PackOnce(kMaxPackedBytes); !err.success())
+    return ReadyFuture(std::move(err));
+  const int64_t min_rows = launch->packed ? kMinChunkRowsPacked : kMinChunkRows;
   const int64_t per_part = (units + parts - 1) / parts;
   const int64_t chunk = std::min(per_part, std::max((units + parts * kChunksPerPart - 1) /
                                                         (parts * kChunksPerPart),
-                                                    kMinChunkRows));
+                                                    min_rows));
   const auto started = Clock::now();
   auto dealer = std::make_shared<Dealer>(std::move(*launch), units, chunk);
   ffi::Future future(dealer->done);

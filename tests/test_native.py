@@ -128,7 +128,7 @@ def data(rng, batch_x, batch_y, m, n):
 
 
 def test_module_info(kernels):
-    assert _ext.abi_version() == 2  # 2: jk_task carries block-sparse ranges
+    assert _ext.abi_version() == 3  # 3: jk_task carries a mode (pre-packing) and scratch
     assert _ext.is_registered(GOOD_ID)
     assert _ext.is_registered(int(as_attr(GOOD_ID)))  # the signed view names the same kernel
     assert not _ext.is_registered(UNKNOWN_ID)

@@ -164,10 +164,12 @@ template <class F, class R> struct CpuSchedule {
     for (int r = 0; r < NR; ++r) states[r] = st[r];
   }
 
-  // Everything a task's rows share: the tile buffer, the states, the parameters.
+  // Everything a task's rows share: the tile buffer (or the call's packed tiles), the states,
+  // the parameters.
   struct Work {
     const jk_task* t;
     S* buf;
+    const S* packed;
     State* states;
     int sb;
     const V* p;
@@ -192,7 +194,10 @@ template <class F, class R> struct CpuSchedule {
         for (++q; q < n_iv && iv[2 * q] == j_end; ++q) j_end = iv[2 * q + 1];
         for (int64_t j0 = j_begin; j0 < j_end; j0 += TJ) {
           const int nj = (int)(j_end - j0 < TJ ? j_end - j0 : TJ);
-          if constexpr (DI > 0) pack_tile(t, w.buf, w.p, j0, nj);
+          // Packed tiles start at whole multiples of TJ (calls without ranges only).
+          const S* tile = w.packed ? w.packed + (size_t)(j0 / TJ) * TJ * DI : w.buf;
+          if constexpr (DI > 0)
+            if (!w.packed) pack_tile(t, w.buf, w.p, j0, nj);
           int r = 0;
           for (; r < rows; r += RB) {
             const int nr = rows - r < RB ? rows - r : RB;
@@ -202,9 +207,9 @@ template <class F, class R> struct CpuSchedule {
               R::start_tile(w.states[r + k]);
             }
             if (nr == RB) {
-              sweep_tile<RB>(w.buf, o, w.p, w.states + r, nj, j0);
+              sweep_tile<RB>(tile, o, w.p, w.states + r, nj, j0);
             } else {
-              for (int k = 0; k < nr; ++k) sweep_tile<1>(w.buf, o + k, w.p, w.states + r + k, nj, j0);
+              for (int k = 0; k < nr; ++k) sweep_tile<1>(tile, o + k, w.p, w.states + r + k, nj, j0);
             }
             for (int k = 0; k < nr; ++k) R::end_tile(w.states[r + k], j0);
           }
@@ -251,8 +256,18 @@ template <class F, class R> struct CpuSchedule {
     return 0;
   }
 
+  static int64_t packed_bytes(int64_t n_red) {
+    const int64_t tiles = (n_red + TJ - 1) / TJ;
+    return DI > 0 ? tiles * TJ * DI * (int64_t)sizeof(S) : 0;
+  }
+
   static int run(const jk_task* t) {
-    AlignedBuffer<S> buf((size_t)TJ * DI1);
+    if (t->mode == JK_PACK_SIZE) {
+      *(int64_t*)t->scratch = t->n_ranges < 0 ? packed_bytes(t->n_red) : 0;
+      return 0;
+    }
+    const S* packed = t->mode == JK_RUN && t->n_ranges < 0 ? (const S*)t->scratch : nullptr;
+    AlignedBuffer<S> buf(packed || t->mode == JK_PACK ? 1 : (size_t)TJ * DI1);
     const int64_t n_rows = t->row_end - t->row_begin;
     const int64_t n_blocks = (n_rows + SB - 1) / SB;
     const int sb = (int)(n_blocks > 0 ? (n_rows + n_blocks - 1) / n_blocks : 1);
@@ -268,7 +283,14 @@ template <class F, class R> struct CpuSchedule {
         p[info.offset + k] = cst<V>(ps[info.offset + k]);
       }
     }
-    const Work w{t, buf.ptr, states.ptr, sb, p, ps};
+    if (t->mode == JK_PACK) {
+      if constexpr (DI > 0)
+        for (int64_t j0 = 0; j0 < t->n_red; j0 += TJ)
+          pack_tile(t, (S*)t->scratch + (size_t)(j0 / TJ) * TJ * DI, p, j0,
+                    (int)(t->n_red - j0 < TJ ? t->n_red - j0 : TJ));
+      return 0;
+    }
+    const Work w{t, buf.ptr, packed, states.ptr, sb, p, ps};
     if (t->n_ranges >= 0) return reduce_ranges(w);
     const int64_t all[2] = {0, t->n_red};
     reduce_rows(w, t->row_begin, t->row_end, all, 1);
