@@ -279,10 +279,10 @@ struct Dealer {
   }
 };
 
-// Pool threads that finished their part of a call stay a moment (kLinger at most) for the
-// next call's rows, as OpenMP's threads do: a parked pool thread takes 30-300 us to wake on a
-// virtual machine, as long as a whole call at M = N = 1e3, so without this the caller ran
-// small calls alone (measured: CPU/wall 1.0-1.4 on 2 cores at M = N = 1e3).
+// Pool threads that finished their part of a call stay a moment (LingerLimit() at most) for
+// the next call's rows, as OpenMP's threads do: a parked pool thread takes 30-300 us to wake
+// on a virtual machine, as long as a whole call at M = N = 1e3, so without this the caller
+// ran small calls alone (measured: CPU/wall 1.0-1.4 on 2 cores at M = N = 1e3).
 class Lingerers {
  public:
   static Lingerers& Get() {
@@ -501,7 +501,21 @@ constexpr int64_t kMaxPackedBytes = int64_t{16} << 20;
 // How long the caller waits for the last chunks, and the longest a pool thread lingers after
 // a call (never longer than the call itself took).
 constexpr std::chrono::microseconds kHelperWait{2000};
-constexpr std::chrono::microseconds kLinger{250};
+constexpr std::chrono::microseconds kDefaultLinger{250};
+
+// JAXKEOPS_CPU_LINGER_US (read once per process) overrides kDefaultLinger: 0 parks pool
+// threads right after each call, for processes that share their cores with others.
+std::chrono::microseconds LingerLimit() {
+  static const std::chrono::microseconds limit = [] {
+    const char* text = std::getenv("JAXKEOPS_CPU_LINGER_US");
+    if (text == nullptr || *text == '\0') return kDefaultLinger;
+    char* end = nullptr;
+    const long long us = std::strtoll(text, &end, 10);
+    if (*end != '\0' || us < 0) return kDefaultLinger;
+    return std::chrono::microseconds(std::min<long long>(us, 100000));
+  }();
+  return limit;
+}
 
 ffi::Future ReadyFuture(ffi::Error error) {
   ffi::Promise promise;
@@ -558,8 +572,8 @@ ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, std::string_view so
   for (int64_t p = 1 + std::min<int64_t>(waiting, parts - 1); p < parts; ++p)
     pool.Schedule([dealer, started]() {
       dealer->Work();
-      Lingerers::Get().Linger(dealer->generation,
-                              std::min<Clock::duration>(kLinger, Clock::now() - started));
+      const auto linger = std::min<Clock::duration>(LingerLimit(), Clock::now() - started);
+      if (linger.count() > 0) Lingerers::Get().Linger(dealer->generation, linger);
     });
   dealer->Work();
   // Threads still on a chunk are at most one chunk from done: waiting for them here returns a

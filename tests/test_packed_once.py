@@ -1,9 +1,14 @@
 """Threaded CPU calls pack the reduced axis's variables once per call (kernel_abi.h, JK_PACK)
 and every task reads the packed tiles: reduced axes across several tiles (4,096 rows at
 D = 3) and not a multiple of the SIMD width, hoisted inner subexpressions, every kind of
-reduction state, against float64 numpy. A batch (not pre-packed) checks the fallback."""
+reduction state, against float64 numpy. A batch (not pre-packed) checks the fallback. Also the
+setting of the pool threads' lingering between calls."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -71,3 +76,27 @@ def test_a_batch_packs_per_task_and_agrees(data):
     for k in range(2):
         expected = np.exp(-d2_64(xb[k], y)) @ b.astype(np.float64)
         np.testing.assert_allclose(np.asarray(got[k]), expected, rtol=2e-5, atol=2e-5)
+
+
+_LINGER_SCRIPT = """
+import numpy as np
+from jaxkeops import Vi, Vj
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(300, 3)).astype(np.float32), rng.normal(size=(3000, 3)).astype(np.float32)
+for _ in range(20):
+    got = np.asarray((-Vi(x).sqdist(Vj(y))).exp().sum(axis=1))
+d2 = ((x[:, None, :].astype(np.float64) - y[None].astype(np.float64)) ** 2).sum(-1)
+np.testing.assert_allclose(got[:, 0], np.exp(-d2).sum(1), rtol=1e-5)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("linger", ["0", "100000", "not a number"])
+def test_linger_setting_keeps_threaded_calls_correct(linger):
+    """JAXKEOPS_CPU_LINGER_US: 0 parks pool threads at once, a large value is capped, a bad
+    one falls back to the default; back-to-back threaded calls stay right in each case."""
+    env = dict(os.environ, JAXKEOPS_CPU_LINGER_US=linger)
+    proc = subprocess.run([sys.executable, "-c", _LINGER_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("ok")
