@@ -28,6 +28,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include "cpu_threads.h"
 #include "python_errors.h"
 
 #include "jaxkeops/kernel_abi.h"
@@ -35,6 +36,10 @@
 
 namespace nb = nanobind;
 namespace ffi = xla::ffi;
+using jk_threads::Clock;
+using jk_threads::CpuRelax;
+using jk_threads::LingerLimit;
+using jk_threads::Lingerers;
 
 namespace {
 
@@ -233,19 +238,9 @@ struct Launch {
   }
 };
 
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
-using Clock = std::chrono::steady_clock;
-
 // Deals the rows of a launch out to the threads that ask, chunk by chunk. The call's future
 // completes when the last chunk is done, whichever thread ran it.
-struct Dealer {
+struct Dealer : jk_threads::OfferedWork {
   Dealer(Launch launch, int64_t units, int64_t chunk)
       : launch(std::move(launch)),
         units(units),
@@ -258,13 +253,12 @@ struct Dealer {
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> finished{0};
   std::atomic<bool> failed{false};
-  uint64_t generation = 0;  // set by Lingerers::Offer before any helper starts
 
   bool Finished() const { return finished.load(std::memory_order_acquire) == chunks; }
 
   // Runs chunks until none is left. Every chunk is counted down exactly once, also the ones
   // skipped after a failure, so that the future always completes.
-  void Work() {
+  void Work() override {
     for (;;) {
       const int64_t lo = next.fetch_add(chunk, std::memory_order_relaxed);
       if (lo >= units) return;
@@ -277,73 +271,6 @@ struct Dealer {
       done.CountDown(err);
     }
   }
-};
-
-// Pool threads that finished their part of a call stay a moment (LingerLimit() at most) for
-// the next call's rows, as OpenMP's threads do: a parked pool thread takes 30-300 us to wake
-// on a virtual machine, as long as a whole call at M = N = 1e3, so without this the caller
-// ran small calls alone (measured: CPU/wall 1.0-1.4 on 2 cores at M = N = 1e3).
-class Lingerers {
- public:
-  static Lingerers& Get() {
-    static Lingerers* lingerers = new Lingerers();  // leaked: pool threads may outlive exit
-    return *lingerers;
-  }
-
-  // Makes `dealer` the call that lingering threads join; returns how many are lingering.
-  int Offer(const std::shared_ptr<Dealer>& dealer) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      latest_ = dealer;
-      dealer->generation = generation_.fetch_add(1, std::memory_order_seq_cst) + 1;
-    }
-    return lingering_.load(std::memory_order_seq_cst);
-  }
-
-  void Withdraw(const std::shared_ptr<Dealer>& dealer) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (latest_ == dealer) latest_.reset();
-  }
-
-  // Spins on this pool thread, working on every call offered after the one it helped (seen:
-  // that call's generation), until no call came for `linger`.
-  void Linger(uint64_t seen, Clock::duration linger) {
-    lingering_.fetch_add(1, std::memory_order_seq_cst);
-    auto give_up = Clock::now() + linger;
-    for (int spins = 0;; ++spins) {
-      if (generation_.load(std::memory_order_seq_cst) != seen) {
-        lingering_.fetch_sub(1, std::memory_order_seq_cst);
-        seen = Join();
-        lingering_.fetch_add(1, std::memory_order_seq_cst);
-        give_up = Clock::now() + linger;
-      }
-      CpuRelax();
-      if (spins % 64 == 63 && Clock::now() > give_up) break;
-    }
-    lingering_.fetch_sub(1, std::memory_order_seq_cst);
-    // A call offered after its caller counted this thread as lingering: help it (the caller
-    // either saw the count drop, or its offer is visible here).
-    if (generation_.load(std::memory_order_seq_cst) != seen) Join();
-  }
-
- private:
-  // Works on the latest offer; returns the generation it saw.
-  uint64_t Join() {
-    std::shared_ptr<Dealer> dealer;
-    uint64_t seen;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      seen = generation_.load(std::memory_order_seq_cst);
-      dealer = latest_;
-    }
-    if (dealer) dealer->Work();
-    return seen;
-  }
-
-  std::mutex mutex_;
-  std::shared_ptr<Dealer> latest_;  // guarded by mutex_
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> lingering_{0};
 };
 
 // Fills `launch` from the call's buffers, or explains which buffer does not fit.
@@ -498,24 +425,8 @@ constexpr int64_t kMinChunkRows = 64;
 constexpr int64_t kMinChunkRowsPacked = 32;
 constexpr int64_t kMaxPackedBytes = int64_t{16} << 20;
 
-// How long the caller waits for the last chunks, and the longest a pool thread lingers after
-// a call (never longer than the call itself took).
+// How long the caller waits for the last chunks of its call.
 constexpr std::chrono::microseconds kHelperWait{2000};
-constexpr std::chrono::microseconds kDefaultLinger{250};
-
-// JAXKEOPS_CPU_LINGER_US (read once per process) overrides kDefaultLinger: 0 parks pool
-// threads right after each call, for processes that share their cores with others.
-std::chrono::microseconds LingerLimit() {
-  static const std::chrono::microseconds limit = [] {
-    const char* text = std::getenv("JAXKEOPS_CPU_LINGER_US");
-    if (text == nullptr || *text == '\0') return kDefaultLinger;
-    char* end = nullptr;
-    const long long us = std::strtoll(text, &end, 10);
-    if (*end != '\0' || us < 0) return kDefaultLinger;
-    return std::chrono::microseconds(std::min<long long>(us, 100000));
-  }();
-  return limit;
-}
 
 ffi::Future ReadyFuture(ffi::Error error) {
   ffi::Promise promise;
@@ -555,8 +466,9 @@ ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, std::string_view so
 
   // The rows are dealt out in chunks from a shared counter, so that a thread that starts late
   // or is slowed down by other work on its core takes fewer of them (a static split would make
-  // everyone wait for it). Chunks keep at least kMinChunkRows rows: each call of the kernel
-  // packs the reduced variables again, which a few dozen rows amortise.
+  // everyone wait for it). Chunks keep at least kMinChunkRows rows where each call of the
+  // kernel packs the reduced variables again (a few dozen rows amortise that), and
+  // kMinChunkRowsPacked where PackOnce packed them for the whole call.
   if (ffi::Error err = launch->PackOnce(kMaxPackedBytes); !err.success())
     return ReadyFuture(std::move(err));
   const int64_t min_rows = launch->packed ? kMinChunkRowsPacked : kMinChunkRows;
