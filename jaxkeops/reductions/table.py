@@ -4,8 +4,8 @@ dense reference.
 The C++ side of each reduction (init / accumulate / merge / finalize) lives in
 `cuda_src/include/jaxkeops/cpu_reductions.h` and `cpu_kmin.h` (`cuda_reductions.h` for CUDA);
 here is what the rest of the package needs to know about it. Every reduction reduces an
-(..., M, N, d) array of formula values along `axis` (the reduced axis, -2 for j, -3 for i in the reference) and may
-return several outputs.
+(..., M, N, d) array of formula values along `axis` (the reduced axis, -2 for j, -3 for i in
+the reference) and may return several outputs.
 
 inf and NaN give what jax.numpy gives on the same dense values v (tests/test_ieee.py):
 
