@@ -202,15 +202,22 @@ def test_rows_split_into_even_super_blocks(m, rng):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12)
 
 
-def test_vector_exp2_matches_numpy_over_the_whole_float32_range():
-    """2^x as the kernels compute it (one SIMD path per instruction set): within 2 ulp for
-    normal results, IEEE at +-inf and NaN; subnormal results are 0 where XLA's CPU threads
-    flush them (as jnp.exp2 does there), else within one subnormal step."""
+@pytest.mark.parametrize("negated", [False, True], ids=["exp2", "exp2_of_minus"])
+def test_vector_exp2_matches_numpy_over_the_whole_float32_range(negated):
+    """2^x as the kernels compute it (one SIMD path per instruction set), and 2^-x, which
+    folds the negation into the reduction (jk::exp2_neg): within 2 ulp for normal results,
+    IEEE at +-inf and NaN; subnormal results are 0 where XLA's CPU threads flush them (as
+    jnp.exp2 does there), else within one subnormal step."""
     x = np.concatenate([np.linspace(-160, 130, 20_011), [np.inf, -np.inf, np.nan, 0.0, -0.0,
                                                          128.0, -126.0, -149.0]])
-    x = x.astype(np.float32)
-    got = np.asarray((Vi(x[:, None]).exp2() * Vj(np.ones((1, 1), np.float32))).sum(axis=1))[:, 0]
-    expected = np.exp2(x.astype(np.float64))
+    x = (-x if negated else x).astype(np.float32)  # the same values of 2^(.) either way
+    # + y_j (= 0) makes the exponent a per-pair value (x_i alone would be computed once per
+    # row, in scalars), and .elem(0) keeps the Minus in front of it (the code generator would
+    # push -1 into x_i and y_j).
+    exponent = (Vi(np.stack([x, x], 1)) + Vj(np.zeros((1, 2), np.float32))).elem(0)
+    exponent = -exponent if negated else exponent
+    got = np.asarray(exponent.exp2().sum(axis=1))[:, 0]
+    expected = np.exp2(-x.astype(np.float64) if negated else x.astype(np.float64))
     special = ~np.isfinite(x) | (expected > np.finfo(np.float32).max)
     with np.errstate(over="ignore"):  # 2^128 and up: inf in float32
         assert np.array_equal(got[special], expected[special].astype(np.float32), equal_nan=True)
@@ -220,6 +227,17 @@ def test_vector_exp2_matches_numpy_over_the_whole_float32_range():
     subnormal = ~special & (expected < tiny)
     error = np.abs(got[subnormal] - expected[subnormal])
     assert np.all((got[subnormal] == 0) | (error <= 1.5e-45))
+
+
+def test_exp2_of_a_negated_pair_value_prints_as_exp2_neg():
+    """exp(-|x - y|^2 / 2): the constant moves into x and y, and 2^-a takes the Minus."""
+    x, y, b = Var(0, 3, CAT_I), Var(1, 3, CAT_J), Var(2, 1, CAT_J)
+    gauss = make("Mult", make("Exp", make("Mult", make("Minus", make("SqDist", x, y)),
+                                          Const(0.5))), b)
+    element = make("Exp2", make("Minus", make("Elem", make("Add", x, y), params=(0,))))
+    for formula in (gauss, element):
+        source = render_cpu(KernelSpec((formula,), "Sum", 1, "float32"))
+        assert source.count("jk::exp2_neg(") == 1 and "jk::exp2(" not in source
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -39,10 +39,22 @@ def print_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]]
     access: dict[Node, Access] = {}
     lines: list[str] = []
     for node, name in _each_op(formulas, layout, access, "{}"):
-        ctx = EmitContext(name, tuple(access[a] for a in node.args), node.dim, node.params)
+        emit, operands = _emit_and_operands(node, access)
         lines.append(f"V {name}[{node.dim}];  // {node.name}")
-        lines.extend(OPS[node.name].emit(ctx))
+        lines.extend(emit(EmitContext(name, operands, node.dim, node.params)))
     return lines + _store_outputs(formulas, access, "out")
+
+
+def _emit_and_operands(node: Op, access: Mapping[Node, Access]):
+    """How to print `node` and from which accesses: f(-a) from a's, where the op absorbs the
+    negation (the Minus is still printed, and the C++ compiler drops it if nothing else reads
+    it), else the op's own printing from its operands'."""
+    spec = OPS[node.name]
+    if spec.emit_of_negated is not None:
+        (operand,) = node.args
+        if isinstance(operand, Op) and operand.name == "Minus":
+            return spec.emit_of_negated, (access[operand.args[0]],)
+    return spec.emit, tuple(access[a] for a in node.args)
 
 
 def _each_op(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]],
@@ -92,8 +104,8 @@ def print_tile_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, 
     access: dict[Node, Access] = {}
     lines: list[str] = []
     for node, name in _each_op(formulas, layout, access, "{}[q]"):
-        ctx = EmitContext(f"{name}[q]", tuple(access[a] for a in node.args), node.dim,
-                          node.params)
+        emit, operands = _emit_and_operands(node, access)
+        ctx = EmitContext(f"{name}[q]", operands, node.dim, node.params)
         spec = OPS[node.name]
         lines.append(f"V {name}[NQ][{node.dim}];  // {node.name}")
         fold = spec.fold
@@ -108,7 +120,7 @@ def print_tile_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, 
         else:
             preload, ctx = _preload(ctx, "0", scalars_only=True)
             body = ["for (int q = 0; q < NQ; ++q) {", f"  {_PAIR_SETUP}",
-                    *("  " + line for line in spec.emit(ctx)), "}"]
+                    *("  " + line for line in emit(ctx)), "}"]
             lines += ["{", *preload, *("  " + line for line in body), "}"] if preload else body
     return [*lines, "for (int q = 0; q < NQ; ++q) {", f"  {_PAIR_SETUP}",
             *("  " + line for line in _store_outputs(formulas, access, "out[q]")), "}"]

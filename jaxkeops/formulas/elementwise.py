@@ -35,6 +35,7 @@ def elementwise(
     method: str | None = None,
     params: tuple[str, ...] = (),
     simplify: Callable | None = None,
+    of_negated: str | None = None,
     **meta,
 ) -> OpSpec:
     def out_dim(dims: tuple[int, ...], p: tuple) -> int:
@@ -49,6 +50,7 @@ def elementwise(
         param_kinds=params,
         method=method,
         elementwise=True,
+        emit_of_negated=None if of_negated is None else _elementwise_emit(of_negated),
         **meta,
     )
     return register(spec, simplify)
@@ -263,6 +265,7 @@ elementwise("Exp", 1, "jk::exp({0})", lambda xp, x: xp.exp(x), method="exp",
             jvp=_unary(lambda a, out: out))
 elementwise(
     "Exp2", 1, "jk::exp2({0})", lambda xp, x: xp.exp2(x), method="exp2",
+    of_negated="jk::exp2_neg({0})",  # exp(-c |x - y|^2) once c has moved into x and y
     jvp=_unary(lambda a, out: scale(out, 0.6931471805599453)),
 )
 elementwise("Log", 1, "jk::log({0})", lambda xp, x: xp.log(x), method="log", domain=(0.2, 3.0),

@@ -89,6 +89,9 @@ class OpSpec:
     jvp: Callable[..., Node | None] | None = None
     transpose: Callable[..., tuple] | None = None
     fold: Fold | None = None
+    # C printing of op(-a) from a's accesses, for a unary op that can absorb the negation (2^-a
+    # from the same polynomial as 2^a). The printers use it when the operand is a Minus.
+    emit_of_negated: Callable[[EmitContext], list[str]] | None = None
 
 
 OPS: dict[str, OpSpec] = {}

@@ -517,6 +517,25 @@ template <class V> JK_FN V exp2(V x) {
   }
 }
 
+// 2^-x, for exp(-c |x - y|^2) once the constant has moved into x and y (rewrite.py, scaling.py):
+// with AVX2 the negation folds into the reduction, n = round(x) and 2^(n - x) from
+// `exp2_reduced`, then n subtracted from the exponent field; one vector op less per pair than
+// exp2(-x), and the same values (the mirror image of exp2's clamps: x <= -128 gives +inf,
+// x > 126 gives +0, NaN stays NaN). Elsewhere it is exp2(-x).
+template <class V> JK_FN V exp2_neg(V x) {
+#if JK_AVX2
+  if constexpr (sizeof(V) == 32 && sizeof(scalar_t<V>) == 4) {
+    V t = __builtin_ia32_maxps256(cst<V>(-128.0), x);  // NaN x: x, as with exp2's vminps
+    V n = __builtin_ia32_roundps256(t, 0x08);
+    V p = exp2_reduced(n - t);
+    vint32 whole = __builtin_convertvector(n, vint32);
+    vint32 bits = bit_cast<vint32>(p) - (whole << 23);
+    return bit_cast<V>(bits & ~(t > cst<V>(126.0)));
+  }
+#endif
+  return exp2(-x);
+}
+
 // ---------------------------------------------------------------------------------------------
 // CUDA only (and the CPU emulation of the CUDA kernels in the tests, JK_CUDA_EMULATION): a CPU
 // kernel never sees this part.
@@ -567,6 +586,8 @@ JK_FN float exp(float x) { return gpu::ex2_approx_ftz(x * 1.4426950408889634f); 
 JK_FN double exp(double x) { return ::exp(x); }
 JK_FN float exp2(float x) { return gpu::ex2_approx_ftz(x); }
 JK_FN double exp2(double x) { return ::exp2(x); }
+JK_FN float exp2_neg(float x) { return gpu::ex2_approx_ftz(-x); }  // ex2's operand negates free
+JK_FN double exp2_neg(double x) { return ::exp2(-x); }
 #endif
 
 }  // namespace jk
