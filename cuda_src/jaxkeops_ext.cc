@@ -267,8 +267,10 @@ struct Dealer : jk_threads::OfferedWork {
         err = launch.RunRange(lo, std::min(units, lo + chunk));
         if (!err.success()) failed.store(true, std::memory_order_relaxed);
       }
-      finished.fetch_add(1, std::memory_order_acq_rel);
+      // Counted down before it counts as finished: a caller that sees every chunk finished
+      // then returns a future that is already complete.
       done.CountDown(err);
+      finished.fetch_add(1, std::memory_order_acq_rel);
     }
   }
 };
