@@ -209,12 +209,13 @@ struct LogSumExpReduction {
   static constexpr double SLACK = 16.0;
   struct State {
     V m;
+    V limit;  // m + SLACK, kept beside m: the common case's test costs no add
     // BLOCK_SUM: this tile's sums; KAHAN_SUM: the compensation of the row's sums.
     A part[ACC][N];
     A row[ACC][N];  // the row's sums, scaled by 2^-m
   };
   JK_FN static void start_row(State& s) {
-    s.m = cst<V>(-INFINITY);
+    s.m = s.limit = cst<V>(-INFINITY);
     for (int k = 0; k < ACC; ++k)
       for (int h = 0; h < N; ++h) s.part[k][h] = cst<A>(0), s.row[k][h] = cst<A>(0);
   }
@@ -294,8 +295,8 @@ struct LogSumExpReduction {
   }
   JK_FN static void accumulate_values(State& s, const V* f) {
     V x = f[0];
-    if (all_lt(x, s.m + cst<V>(SLACK))) {  // the common case (never a special x: m < +inf)
-      add_terms(s, exp2(x - s.m), f + 1);
+    if (all_lt(x, s.limit)) {  // the common case (never a special x: m < +inf)
+      add_terms(s, exp2_below_128(x - s.m), f + 1);  // x - m < SLACK
       return;
     }
     auto special = (x == cst<V>(INFINITY)) | (x != x);
@@ -305,6 +306,7 @@ struct LogSumExpReduction {
     V e = select(empty, cst<V>(0), select(regular == m_new, cst<V>(1), exp2(regular - m_new)));
     rescale(s, s.m, m_new);
     s.m = m_new;
+    s.limit = m_new + cst<V>(SLACK);
     if (any(special)) add_special_terms(s, e, x, special, f + 1);
     else add_terms(s, e, f + 1);
   }

@@ -473,6 +473,19 @@ template <class V> JK_FN V exp(V x) {
 }
 
 
+#if JK_AVX2
+// 2^t for float t < 128 or NaN, with AVX2: `exp2_reduced`, then 2^n added to its exponent
+// field; t < -126 (a subnormal or zero 2^t, -inf included) gives +0, as XLA's CPU threads
+// flush subnormal results anyway.
+template <class V> JK_FN V exp2_avx2_below_128(V t) {
+  V n = __builtin_ia32_roundps256(t, 0x08);  // to nearest, no exceptions (vroundps)
+  V p = exp2_reduced(t - n);
+  vint32 whole = __builtin_convertvector(n, vint32);  // exact where it matters (n >= -126)
+  vint32 bits = bit_cast<vint32>(p) + (whole << 23);
+  return bit_cast<V>(bits & ~(t < cst<V>(-126.0)));
+}
+#endif
+
 // 2^x. With AVX-512 or AVX2 (float): n = round(x), 2^(x - n) from `exp2_reduced`, then 2^n;
 // elsewhere exp(x * ln2).
 // The code generator uses it for exp(c * a), folding log2(e) into the constant c.
@@ -498,16 +511,9 @@ template <class V> JK_FN V exp2(V x) {
 #endif
 #if JK_AVX2
   if constexpr (sizeof(V) == 32 && sizeof(S) == 4) {
-    // `exp2_reduced`, then 2^n added to its exponent field. vminps returns its second operand
-    // when either is a NaN, so a NaN x stays NaN through p; x >= 128 gives n = 128 and
-    // p = 1 exactly, whose bits plus 128 << 23 are those of +inf; t < -126 (a subnormal or
-    // zero 2^t, -inf included) gives +0, as XLA's CPU threads flush subnormal results anyway.
-    V t = __builtin_ia32_minps256(cst<V>(128.0), x);
-    V n = __builtin_ia32_roundps256(t, 0x08);  // to nearest, no exceptions (vroundps)
-    V p = exp2_reduced(t - n);
-    vint32 whole = __builtin_convertvector(n, vint32);  // exact where it matters (n >= -126)
-    vint32 bits = bit_cast<vint32>(p) + (whole << 23);
-    return bit_cast<V>(bits & ~(t < cst<V>(-126.0)));
+    // vminps returns its second operand when either is a NaN, so a NaN x stays NaN through
+    // p; x >= 128 gives n = 128 and p = 1 exactly, whose bits plus 128 << 23 are those of +inf.
+    return exp2_avx2_below_128(__builtin_ia32_minps256(cst<V>(128.0), x));
   }
 #endif
   if constexpr (traits<V>::lanes == 1) {
@@ -515,6 +521,15 @@ template <class V> JK_FN V exp2(V x) {
   } else {
     return exp(x * cst<V>(0.6931471805599453));
   }
+}
+
+// 2^x for x < 128 or NaN (the log-sum-exp reductions' terms, at most 2^SLACK): exp2 without
+// its clamp against overflow.
+template <class V> JK_FN V exp2_below_128(V x) {
+#if JK_AVX2
+  if constexpr (sizeof(V) == 32 && sizeof(scalar_t<V>) == 4) return exp2_avx2_below_128(x);
+#endif
+  return exp2(x);
 }
 
 // 2^-x, for exp(-c |x - y|^2) once the constant has moved into x and y (rewrite.py, scaling.py):
