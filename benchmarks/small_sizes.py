@@ -27,6 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))  # before OpenMP is loaded
 
+import jax  # noqa: E402
 import methods  # noqa: E402
 import numpy as np  # noqa: E402
 from measure import machine, run_once  # noqa: E402
@@ -72,7 +73,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="1e3,3e3,1e4,3e4")
     parser.add_argument("--workloads", default="gauss,grad,lse,knn")
     parser.add_argument("--seconds", type=float, default=6.0, help="timing per point")
+    parser.add_argument("--sync-dispatch", action="store_true",
+                        help="jax_cpu_enable_async_dispatch=False: every jitted program runs "
+                             "in the calling thread (see docs/performance.md)")
     args = parser.parse_args()
+    if args.sync_dispatch:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     workloads = args.workloads.split(",")
 
@@ -84,7 +90,8 @@ def main() -> None:
     print(f"- Machine: {info['cpu']}, {info['cores']} cores; reference kernel: `{how}`"
           + ("" if methods.cpu_has_avx512() else " (no AVX-512 here: through the adapter)"))
     print(f"- Median call over about {args.seconds:g} s per point, the two methods in "
-          "alternating batches in one process; D = 3, float32.\n")
+          "alternating batches in one process; D = 3, float32"
+          + ("; JAX's CPU async dispatch off" if args.sync_dispatch else "") + ".\n")
     print("| workload | M = N | ref kernel | jaxkeops | ref / jaxkeops | CPU/wall ref | "
           "CPU/wall jaxkeops |")
     print("|---|---|---|---|---|---|---|")
