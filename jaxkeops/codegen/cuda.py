@@ -8,7 +8,7 @@ Sums of scalars times whole vector variables in linear form (linear.py; an epilo
 outer variables' terms once per row), subexpressions of the outer variables computed once per
 thread before the reduced rows stream by, and those of the inner variables once per reduced
 row when a tile is loaded into shared memory, which holds what the pair formulas read (hoist.py).
-In formula bodies, float exp and exp2 are the GPU's approximate 2^x (math.h); the reductions
+In formula bodies, float exp and exp2 are the GPU's approximate 2^x (exp.h); the reductions
 keep IEEE semantics. Only the schedule differs from the CPU's, and it lives in
 `cuda_src/include/jaxkeops/cuda_kernel.h`. Two schedules, chosen by `plan_launch`:
 

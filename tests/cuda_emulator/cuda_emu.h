@@ -6,7 +6,7 @@
 // every shared and global memory access of the schedule goes through a checker that reports
 // data races between barriers, reads of shared memory no thread wrote, out-of-bounds accesses
 // and barrier divergence. The GPU's approximate 2^x (which formula bodies and reductions use
-// for exp, see math.h) is replaced by a model with the instruction's documented worst-case
+// for exp, see exp.h) is replaced by a model with the instruction's documented worst-case
 // error. The implementation is cuda_emu.cc.
 #ifndef JAXKEOPS_CUDA_EMU_H
 #define JAXKEOPS_CUDA_EMU_H
@@ -47,7 +47,7 @@ float ex2_approx(float x, bool ftz);
 #define JK_DYNAMIC_SMEM(name) unsigned char* name = jk_emu::dynamic_smem()
 #define JK_SMEM_ACCESS(p, n, w) jk_emu::smem_access((p), (n), (w))
 #define JK_GLOBAL_ACCESS(p, n, w) jk_emu::global_access((p), (n), (w))
-// The GPU's 2^x instruction, ex2.approx.f32 (.ftz when ftz), as math.h uses it.
+// The GPU's 2^x instruction, ex2.approx.f32 (.ftz when ftz), as exp.h uses it.
 #define JK_EMULATED_EX2(x, ftz) jk_emu::ex2_approx((x), (ftz))
 
 #endif  // JAXKEOPS_CUDA_EMU_H

@@ -25,6 +25,7 @@
 
 #include "jaxkeops/cpu_kmin.h"
 #include "jaxkeops/cpu_lanes.h"
+#include "jaxkeops/exp.h"
 #include "jaxkeops/ieee.h"
 #include "jaxkeops/kernel_abi.h"
 #include "jaxkeops/math.h"

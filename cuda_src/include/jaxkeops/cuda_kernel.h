@@ -35,6 +35,7 @@
 
 #include "jaxkeops/cuda_abi.h"
 #include "jaxkeops/cuda_reductions.h"
+#include "jaxkeops/exp.h"
 #include "jaxkeops/math.h"
 
 #ifndef JK_SMEM_ACCESS

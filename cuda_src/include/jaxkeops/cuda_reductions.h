@@ -18,6 +18,7 @@
 #ifndef JAXKEOPS_CUDA_REDUCTIONS_H
 #define JAXKEOPS_CUDA_REDUCTIONS_H
 
+#include "jaxkeops/exp.h"
 #include "jaxkeops/ieee.h"
 #include "jaxkeops/math.h"
 #include "jaxkeops/summation.h"
@@ -301,7 +302,7 @@ enum LseOutput { LSE_OUT = 0, SOFTMAX_OUT = 1, SIGNED_LSE_OUT = 2 };
 // added up with SCHEME. As on the CPU, formula component 0 is f in base 2, f log2(e) (the code
 // generator folds the constant into the formula's own), so that each term is one 2^x, and m
 // and the sums are in base 2 until `finish` turns the logarithm back to base e. Every 2^x here
-// is ieee_exp2 (math.h): 2 ulp and IEEE semantics, never the flush-to-zero approximation of
+// is ieee_exp2 (exp.h): 2 ulp and IEEE semantics, never the flush-to-zero approximation of
 // formula bodies. inf and NaN as in cpu_reductions.h: m is the largest term below +inf,
 // a +inf or NaN term goes into the sums as itself times its weight (dropped where the weight is
 // 0, except for softmax), such sums are never rescaled and give +inf, or NaN (weights of both
