@@ -2,7 +2,7 @@
 with status 0, prints what it measured, and writes at least one PNG that is a real plot (not
 tiny, not blank). The scripts run as subprocesses, as a user runs them, with the environment
 of the tests (JAXKEOPS_CACHE_DIR included, so compiled kernels are shared) but the default -O3
-kernels (the suite builds its own at -O1, see conftest.py)."""
+kernels (the suite builds its own at -Og, see conftest.py)."""
 
 from __future__ import annotations
 
