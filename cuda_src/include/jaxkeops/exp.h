@@ -81,6 +81,19 @@ template <class V> JK_FN V exp2_reduced(V f) {
   return p * f + cst<V>(1.0);
 }
 
+#if !JK_DEVICE
+// p 2^n for integer-valued lanes n, as p 2^(n/2) 2^(n - n/2): each factor is a normal number
+// even where 2^n alone is not. VI: integer lanes of V's width; bias and mantissa_bits: V's
+// exponent field.
+template <class VI, class V>
+inline V times_pow2_in_halves(V p, V n, int bias, int mantissa_bits) {
+  VI ni = __builtin_convertvector(n, VI);
+  VI n1 = ni >> 1, n2 = ni - n1;
+  return (p * bit_cast<V>((n1 + bias) << mantissa_bits)) *
+         bit_cast<V>((n2 + bias) << mantissa_bits);
+}
+#endif
+
 template <class V> JK_FN V exp(V x) {
   using S = scalar_t<V>;
   constexpr bool single = sizeof(S) == 4;
@@ -114,21 +127,9 @@ template <class V> JK_FN V exp(V x) {
   }
 #if !JK_DEVICE  // vector types do not exist in device code
   else if constexpr (single) {
-    vint32 ni = __builtin_convertvector(n, vint32);
-    vint32 n1 = ni >> 1, n2 = ni - n1;
-    vint32 b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
-    V s1, s2;
-    memcpy(&s1, &b1, sizeof(V));
-    memcpy(&s2, &b2, sizeof(V));
-    scaled = (p * s1) * s2;
+    scaled = times_pow2_in_halves<vint32>(p, n, 127, 23);
   } else {
-    vint64 ni = __builtin_convertvector(n, vint64);
-    vint64 n1 = ni >> 1, n2 = ni - n1;
-    vint64 b1 = (n1 + 1023) << 52, b2 = (n2 + 1023) << 52;
-    V s1, s2;
-    memcpy(&s1, &b1, sizeof(V));
-    memcpy(&s2, &b2, sizeof(V));
-    scaled = (p * s1) * s2;
+    scaled = times_pow2_in_halves<vint64>(p, n, 1023, 52);
   }
 #endif
   scaled = select(x > hi, cst<V>(INFINITY), scaled);
