@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 import subprocess
 import time
@@ -105,21 +106,47 @@ PCH_HEADER = "jaxkeops/cpu_kernel.h"
 _pch_unusable: set[Path] = set()
 
 
+def precompiled_header_tag(toolchain: Toolchain) -> str:
+    """Names the precompiled header's folder: the header digest, toolchain and version."""
+    return hashlib.sha256(
+        (headers_digest(include_dir()) + toolchain.fingerprint() + __version__).encode()
+    ).hexdigest()[:20]
+
+
+def installed_header_root() -> Path | None:
+    """Where `pip install` put the precompiled header it built for this machine (next to the
+    native extension, which an editable install also keeps out of the source tree), or None."""
+    try:
+        spec = importlib.util.find_spec(f"{_PACKAGE_DIR.name}._ext")
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
 def precompiled_header_dir(toolchain: Toolchain) -> Path | None:
     """A folder holding the precompiled CPU kernel header, built once per header version.
 
     Generated kernels start with `#include "jaxkeops/cpu_kernel.h"`; GCC looks for
     `cpu_kernel.h.gch` in this folder before the real header and uses it when the flags match,
-    which halves each kernel's compile time. Other compilers, or any failure, fall back to the
-    plain header. The header is verified against its digest like a kernel, and one that breaks
-    a kernel compile is dropped (see `build_cpu_kernel`).
+    which halves each kernel's compile time. `pip install` builds one for the default flags
+    (cuda_src/precompile_header.py), so that a new machine's first kernel does not wait for it;
+    otherwise, or for other flags, the first kernel builds it in the cache. Other compilers, or
+    any failure, fall back to the plain header. The header is verified against its digest like
+    a kernel, and one that breaks a kernel compile is dropped (see `build_cpu_kernel`).
     """
     if "g++" not in toolchain.version and "GCC" not in toolchain.version:
         return None
-    root = include_dir()
-    tag = hashlib.sha256(
-        (headers_digest(root) + toolchain.fingerprint() + __version__).encode()
-    ).hexdigest()[:20]
+    tag = precompiled_header_tag(toolchain)
+    installed = installed_header_root()
+    if installed is not None:
+        folder = installed / f"pch-{tag}"
+        target = folder / (PCH_HEADER + ".gch")
+        if folder not in _pch_unusable and target.is_file():
+            problem = verify_entry(target, tag)
+            if problem is None:
+                return folder
+            _pch_unusable.add(folder)
+            discard_entry(target, problem)
     folder = cache_dir() / f"pch-{tag}"
     if folder in _pch_unusable:
         return None
@@ -129,6 +156,16 @@ def precompiled_header_dir(toolchain: Toolchain) -> Path | None:
         if problem is None:
             return folder
         discard_entry(target, problem)
+    if build_precompiled_header(toolchain, folder, tag):
+        return folder
+    _pch_unusable.add(folder)
+    return None
+
+
+def build_precompiled_header(toolchain: Toolchain, folder: Path, tag: str) -> bool:
+    """Compiles the kernel header into `folder` with its digest record; False if GCC fails."""
+    root = include_dir()
+    target = folder / (PCH_HEADER + ".gch")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     flags = [f for f in toolchain.flags if f != "-shared"]
@@ -138,11 +175,10 @@ def precompiled_header_dir(toolchain: Toolchain) -> Path | None:
         result = run_compiler(command, root / PCH_HEADER, "precompiling the kernel header")
         if result.returncode == 0 and header_problem(partial, b"gpch", "a GCC PCH") is None:
             install(partial, target, tag)
-            return folder
+            return True
     finally:
         partial.unlink(missing_ok=True)
-    _pch_unusable.add(folder)
-    return None
+    return False
 
 
 def _drop_precompiled_header(folder: Path) -> None:
