@@ -12,6 +12,8 @@
 #include <memory>
 #include <mutex>
 
+#include <sched.h>
+
 namespace jk_threads {
 
 inline void CpuRelax() {
@@ -70,6 +72,12 @@ class Lingerers {
         give_up = Clock::now() + linger;
       }
       CpuRelax();
+      // Hands the core to any thread that is ready to run on it (the thread carrying the next
+      // call, another process's) instead of spinning through its time slice; with no such
+      // thread it returns at once. Measured on 2 cores: the Gaussian sum at M = N = 1e3,
+      // 0.78 against 0.73 of the reference (median of 9 runs); two processes each calling it
+      // at 3e3, 4.1-4.6 ms a call against 4.6-6.5 ms spinning and 4.3-5.1 ms not lingering.
+      if (spins % 8 == 7) sched_yield();
       if (spins % 64 == 63 && Clock::now() > give_up) break;
     }
     lingering_.fetch_sub(1, std::memory_order_seq_cst);
