@@ -31,7 +31,7 @@ def _import_compile_stage(package_dir: Path):
 def main(out: Path) -> str:
     build, toolchain = _import_compile_stage(Path(__file__).resolve().parent.parent / "jaxkeops")
     compiler = toolchain.find_toolchain()
-    if "g++" not in compiler.version and "GCC" not in compiler.version:
+    if not build.uses_precompiled_header(compiler):
         return f"skipped: {compiler.compiler} is not GCC ({compiler.version})"
     tag = build.precompiled_header_tag(compiler)
     if not build.build_precompiled_header(compiler, out / f"pch-{tag}", tag):

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.cpu_only
 
 def _gcc():
     toolchain = find_toolchain()
-    if "g++" not in toolchain.version and "GCC" not in toolchain.version:
+    if not build.uses_precompiled_header(toolchain):
         pytest.skip(f"{toolchain.compiler} is not GCC: no precompiled header")
     return toolchain
 

@@ -113,6 +113,12 @@ def precompiled_header_tag(toolchain: Toolchain) -> str:
     ).hexdigest()[:20]
 
 
+def uses_precompiled_header(toolchain: Toolchain) -> bool:
+    """Only GCC reads `cpu_kernel.h.gch`; other compilers compile the plain header."""
+    return "g++" in toolchain.version or "GCC" in toolchain.version
+
+
+@functools.cache
 def installed_header_root() -> Path | None:
     """Where `pip install` put the precompiled header it built for this machine (next to the
     native extension, which an editable install also keeps out of the source tree), or None."""
@@ -121,6 +127,17 @@ def installed_header_root() -> Path | None:
     except (ImportError, ValueError):
         return None
     return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
+def _intact_header(folder: Path, tag: str) -> bool:
+    """Whether `folder` holds a header that matches its digest; a damaged one is discarded."""
+    target = folder / (PCH_HEADER + ".gch")
+    if not target.is_file():
+        return False
+    problem = verify_entry(target, tag)
+    if problem is not None:
+        discard_entry(target, problem)
+    return problem is None
 
 
 def precompiled_header_dir(toolchain: Toolchain) -> Path | None:
@@ -134,29 +151,20 @@ def precompiled_header_dir(toolchain: Toolchain) -> Path | None:
     any failure, fall back to the plain header. The header is verified against its digest like
     a kernel, and one that breaks a kernel compile is dropped (see `build_cpu_kernel`).
     """
-    if "g++" not in toolchain.version and "GCC" not in toolchain.version:
+    if not uses_precompiled_header(toolchain):
         return None
     tag = precompiled_header_tag(toolchain)
     installed = installed_header_root()
     if installed is not None:
         folder = installed / f"pch-{tag}"
-        target = folder / (PCH_HEADER + ".gch")
-        if folder not in _pch_unusable and target.is_file():
-            problem = verify_entry(target, tag)
-            if problem is None:
+        if folder not in _pch_unusable:
+            if _intact_header(folder, tag):
                 return folder
-            _pch_unusable.add(folder)
-            discard_entry(target, problem)
+            _pch_unusable.add(folder)  # kernels never build into the install, only the cache
     folder = cache_dir() / f"pch-{tag}"
     if folder in _pch_unusable:
         return None
-    target = folder / (PCH_HEADER + ".gch")
-    if target.is_file():
-        problem = verify_entry(target, tag)
-        if problem is None:
-            return folder
-        discard_entry(target, problem)
-    if build_precompiled_header(toolchain, folder, tag):
+    if _intact_header(folder, tag) or build_precompiled_header(toolchain, folder, tag):
         return folder
     _pch_unusable.add(folder)
     return None
