@@ -202,23 +202,47 @@ def test_rows_split_into_even_super_blocks(m, rng):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("negated", [False, True], ids=["exp2", "exp2_of_minus"])
-def test_vector_exp2_matches_numpy_over_the_whole_float32_range(negated):
-    """2^x as the kernels compute it (one SIMD path per instruction set), and 2^-x, which
-    folds the negation into the reduction (jk::exp2_neg): within 2 ulp for normal results,
-    IEEE at +-inf and NaN; subnormal results are 0 where XLA's CPU threads flush them (as
-    jnp.exp2 does there), else within one subnormal step."""
+# How the exponent reaches Exp2, and the C function it prints as (codegen/printer.py): any
+# sign, its negation (absorbed by the exponential), and the same two known to be <= 0 in the
+# end (no clamp against overflow).
+EXP2_FORMS = {
+    "exp2": "jk::exp2(",
+    "exp2_of_minus": "jk::exp2_neg(",
+    "exp2_of_nonpositive": "jk::exp2_nonpositive(",
+    "exp2_of_minus_nonnegative": "jk::exp2_neg_nonnegative(",
+}
+
+
+def _exp2_exponent(form: str, x: np.ndarray):
+    """The exponent of `form` as a LazyTensor of the values x, and the float64 exponent. The
+    exponent is a per-pair value (x_i + y_j, y_j = 0: x_i alone would be computed once per row,
+    in scalars), and .elem(0) keeps a Minus in front of it (the code generator would push -1
+    into x_i and y_j)."""
+    pair = (Vi(np.stack([x, x], 1)) + Vj(np.zeros((1, 2), np.float32))).elem(0)
+    x64 = x.astype(np.float64)
+    if form == "exp2":
+        return pair, x64
+    if form == "exp2_of_minus":
+        return -pair, -x64
+    if form == "exp2_of_nonpositive":
+        return pair.abs() * -2.0, -2.0 * np.abs(x64)
+    return -pair.abs(), -np.abs(x64)
+
+
+@pytest.mark.parametrize("form", sorted(EXP2_FORMS))
+def test_vector_exp2_matches_numpy_over_the_whole_float32_range(form):
+    """2^x as the kernels compute it (one SIMD path per instruction set), in each of the forms
+    the code generator prints: within 2 ulp for normal results, IEEE at +-inf and NaN;
+    subnormal results are 0 where XLA's CPU threads flush them (as jnp.exp2 does there), else
+    within one subnormal step."""
     x = np.concatenate([np.linspace(-160, 130, 20_011), [np.inf, -np.inf, np.nan, 0.0, -0.0,
                                                          128.0, -126.0, -149.0]])
-    x = (-x if negated else x).astype(np.float32)  # the same values of 2^(.) either way
-    # + y_j (= 0) makes the exponent a per-pair value (x_i alone would be computed once per
-    # row, in scalars), and .elem(0) keeps the Minus in front of it (the code generator would
-    # push -1 into x_i and y_j).
-    exponent = (Vi(np.stack([x, x], 1)) + Vj(np.zeros((1, 2), np.float32))).elem(0)
-    exponent = -exponent if negated else exponent
+    x = (-x if "minus" in form else x).astype(np.float32)  # the same values of 2^(.) either way
+    exponent, exponent64 = _exp2_exponent(form, x)
     got = np.asarray(exponent.exp2().sum(axis=1))[:, 0]
-    expected = np.exp2(-x.astype(np.float64) if negated else x.astype(np.float64))
-    special = ~np.isfinite(x) | (expected > np.finfo(np.float32).max)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = np.exp2(exponent64)
+    special = ~np.isfinite(exponent64) | (expected > np.finfo(np.float32).max)
     with np.errstate(over="ignore"):  # 2^128 and up: inf in float32
         assert np.array_equal(got[special], expected[special].astype(np.float32), equal_nan=True)
     tiny = np.finfo(np.float32).tiny
@@ -229,15 +253,38 @@ def test_vector_exp2_matches_numpy_over_the_whole_float32_range(negated):
     assert np.all((got[subnormal] == 0) | (error <= 1.5e-45))
 
 
+@pytest.mark.parametrize("form", sorted(EXP2_FORMS))
+def test_exp2_prints_the_form_its_exponent_allows(form):
+    """Each form of the test above prints as its own C function, and only as that one."""
+    x = Var(0, 2, CAT_I)
+    pair = make("Elem", make("Add", x, Var(1, 2, CAT_J)), params=(0,))
+    exponent = {"exp2": pair, "exp2_of_minus": make("Minus", pair),
+                "exp2_of_nonpositive": make("Mult", make("Abs", pair), Const(-2.0)),
+                "exp2_of_minus_nonnegative": make("Minus", make("Abs", pair))}[form]
+    source = render_cpu(KernelSpec((make("Exp2", exponent),), "Sum", 1, "float32"))
+    printed = [f for f in EXP2_FORMS.values() if f in source]
+    assert printed == [EXP2_FORMS[form]]
+
+
 def test_exp2_of_a_negated_pair_value_prints_as_exp2_neg():
-    """exp(-|x - y|^2 / 2): the constant moves into x and y, and 2^-a takes the Minus."""
+    """exp(-|x - y|^2 / 2): the constant moves into x and y, and 2^-a takes the Minus, without
+    a clamp since a squared distance is never negative. 2^-(x_0 + y_0) keeps it."""
     x, y, b = Var(0, 3, CAT_I), Var(1, 3, CAT_J), Var(2, 1, CAT_J)
     gauss = make("Mult", make("Exp", make("Mult", make("Minus", make("SqDist", x, y)),
                                           Const(0.5))), b)
     element = make("Exp2", make("Minus", make("Elem", make("Add", x, y), params=(0,))))
-    for formula in (gauss, element):
+    for formula, printed in ((gauss, "jk::exp2_neg_nonnegative("), (element, "jk::exp2_neg(")):
         source = render_cpu(KernelSpec((formula,), "Sum", 1, "float32"))
-        assert source.count("jk::exp2_neg(") == 1 and "jk::exp2(" not in source
+        assert source.count(printed) == 1 and "jk::exp2(" not in source
+
+
+def test_squared_distance_prints_the_broadcast_row_value_second():
+    """|x_i - y_j|^2 prints as (y_j - x_i)^2, the same value, so that x86 can read the
+    broadcast x_i from memory; |y_j - x_i|^2 keeps its order."""
+    x, y = Var(0, 3, CAT_I), Var(1, 3, CAT_J)
+    for operands, loaded in (((x, y), "loaded1"), ((y, x), "loaded0")):
+        source = render_cpu(KernelSpec((make("SqDist", *operands),), "Sum", 1, "float32"))
+        assert f"jk::square({loaded}[q / NR] - jk::cst<V>((o + 0)[0]))" in source
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -76,7 +76,8 @@ def evaluate_pair(source: str) -> str:
 def test_gaussian_sum_takes_the_fast_exp_in_the_formula_body():
     source = render_cuda(gauss_spec("Sum"))
     body = evaluate_pair(source)
-    assert "jk::exp2_neg(" in body and "jk::exp(" not in body  # log2 e folded, Minus too
+    # log2 e folded, the Minus too, and no clamp (a squared distance is never negative)
+    assert "jk::exp2_neg_nonnegative(" in body and "jk::exp(" not in body
     text = nvrtc_ptx(source)
     assert count(text, FAST) >= 1  # once per copy of the (unrolled) pair loop
     assert count(text, IEEE) == 0

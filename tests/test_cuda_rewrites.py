@@ -130,7 +130,7 @@ def test_constants_move_into_the_hoisted_operands():
     root = repr((1.4426950408889634 / (2 * SIGMA**2)) ** 0.5)
     assert root in section(source, "pre_outer") and root in section(source, "pre_inner")
     pair = section(source, "evaluate_pair")
-    assert not constants(pair) and "jk::exp2_neg(" in pair and "jk::exp(" not in pair
+    assert not constants(pair) and "jk::exp2_neg_nonnegative(" in pair and "jk::exp(" not in pair
     kf = kernel_formulas(KERNELS["scaled"])
     assert kf.tile_dim == 5 and kf.dims[1] == 8  # the row: y, b, y scaled; the tile: b, y scaled
     assert "TILE_DIM = 5;" in source

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..formulas import OPS, Const, Node, Op, Var, walk
-from ..formulas.optable import Access, EmitContext
+from ..formulas.optable import Access, EmitContext, known_sign
 
 ROLE_ARRAYS = ("o", "n", "p")
 OUTER_ROLE = 0
@@ -21,6 +21,8 @@ OUTER_ROLE = 0
 
 class ScalarAccess(Access):
     """An operand stored as scalars (the outer variables): broadcast to V where it is read."""
+
+    broadcast = True
 
     def at(self, k: int | str) -> str:
         return f"jk::cst<V>({self.base}[{k}])"
@@ -37,23 +39,31 @@ def _const_literal(value: float) -> str:
 def print_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, int]]) -> list[str]:
     """C++ statements computing `formulas` into `out`, given each variable's (role, offset)."""
     access: dict[Node, Access] = {}
+    signs: dict[Node, int] = {}
     lines: list[str] = []
     for node, name in _each_op(formulas, layout, access, "{}"):
-        emit, operands = _emit_and_operands(node, access)
+        emit, operands = _emit_and_operands(node, access, signs)
         lines.append(f"V {name}[{node.dim}];  // {node.name}")
         lines.extend(emit(EmitContext(name, operands, node.dim, node.params)))
     return lines + _store_outputs(formulas, access, "out")
 
 
-def _emit_and_operands(node: Op, access: Mapping[Node, Access]):
+def _emit_and_operands(node: Op, access: Mapping[Node, Access], signs: dict[Node, int]):
     """How to print `node` and from which accesses: f(-a) from a's, where the op absorbs the
     negation (the Minus is still printed, and the C++ compiler drops it if nothing else reads
-    it), else the op's own printing from its operands'."""
+    it), else the op's own printing from its operands'; either without range clamps where
+    the operand's sign allows (`known_sign`)."""
     spec = OPS[node.name]
     if spec.emit_of_negated is not None:
         (operand,) = node.args
         if isinstance(operand, Op) and operand.name == "Minus":
-            return spec.emit_of_negated, (access[operand.args[0]],)
+            negated = operand.args[0]
+            emit = spec.emit_of_negated
+            if spec.emit_of_negated_nonnegative and known_sign(negated, signs) > 0:
+                emit = spec.emit_of_negated_nonnegative
+            return emit, (access[negated],)
+    if spec.emit_of_nonpositive and known_sign(node.args[0], signs) < 0:
+        return spec.emit_of_nonpositive, (access[node.args[0]],)
     return spec.emit, tuple(access[a] for a in node.args)
 
 
@@ -102,9 +112,10 @@ def print_tile_body(formulas: tuple[Node, ...], layout: Mapping[Var, tuple[int, 
     the pairs that share it (NR rows x NG column vectors: a register tile, as in a GEMM).
     """
     access: dict[Node, Access] = {}
+    signs: dict[Node, int] = {}
     lines: list[str] = []
     for node, name in _each_op(formulas, layout, access, "{}[q]"):
-        emit, operands = _emit_and_operands(node, access)
+        emit, operands = _emit_and_operands(node, access, signs)
         ctx = EmitContext(f"{name}[q]", operands, node.dim, node.params)
         spec = OPS[node.name]
         lines.append(f"V {name}[NQ][{node.dim}];  // {node.name}")

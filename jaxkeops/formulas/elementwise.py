@@ -10,7 +10,18 @@ from collections.abc import Callable
 
 from .algebra import add, const, div, mul, neg, scale, sub, zeros_or
 from .nodes import Const, Node
-from .optable import EmitContext, OpSpec, broadcast_dims, make, register
+from .optable import (
+    EmitContext,
+    OpSpec,
+    broadcast_dims,
+    difference_sign,
+    make,
+    negated_sign,
+    nonnegative,
+    product_sign,
+    register,
+    same_sign,
+)
 
 
 def _elementwise_emit(template: str) -> Callable[[EmitContext], list[str]]:
@@ -21,6 +32,10 @@ def _elementwise_emit(template: str) -> Callable[[EmitContext], list[str]]:
         return ctx.loop(lambda k: template.format(*(a.bcast(k) for a in ctx.args), **named))
 
     return emit
+
+
+def _optional_emit(template: str | None) -> Callable[[EmitContext], list[str]] | None:
+    return None if template is None else _elementwise_emit(template)
 
 
 def _same_dim(dims: tuple[int, ...], params: tuple) -> int:
@@ -36,6 +51,8 @@ def elementwise(
     params: tuple[str, ...] = (),
     simplify: Callable | None = None,
     of_negated: str | None = None,
+    of_nonpositive: str | None = None,
+    of_negated_nonnegative: str | None = None,
     **meta,
 ) -> OpSpec:
     def out_dim(dims: tuple[int, ...], p: tuple) -> int:
@@ -50,7 +67,9 @@ def elementwise(
         param_kinds=params,
         method=method,
         elementwise=True,
-        emit_of_negated=None if of_negated is None else _elementwise_emit(of_negated),
+        emit_of_negated=_optional_emit(of_negated),
+        emit_of_nonpositive=_optional_emit(of_nonpositive),
+        emit_of_negated_nonnegative=_optional_emit(of_negated_nonnegative),
         **meta,
     )
     return register(spec, simplify)
@@ -232,17 +251,19 @@ def _rsqrt_of_one_minus_square(a):
 
 
 # Arithmetic.
-elementwise("Add", 2, "{0} + {1}", lambda xp, a, b: a + b, simplify=_simplify_add,
+elementwise("Add", 2, "{0} + {1}", lambda xp, a, b: a + b, simplify=_simplify_add, sign=same_sign,
             jvp=_jvp_add, transpose=_t_add)
 elementwise("Subtract", 2, "{0} - {1}", lambda xp, a, b: a - b, simplify=_simplify_subtract,
+            sign=difference_sign,
             jvp=_jvp_sub, transpose=_t_sub)
 elementwise("Mult", 2, "{0} * {1}", lambda xp, a, b: a * b, simplify=_simplify_mult,
+            sign=product_sign,
             jvp=_jvp_mult, transpose=_t_mult)
 elementwise(
     "Divide", 2, "{0} / {1}", lambda xp, a, b: a / b, simplify=_simplify_divide,
     domain=(0.5, 2.0), jvp=_jvp_divide, transpose=_t_divide,
 )
-elementwise("Minus", 1, "-{0}", lambda xp, a: -a, simplify=_simplify_minus,
+elementwise("Minus", 1, "-{0}", lambda xp, a: -a, simplify=_simplify_minus, sign=negated_sign,
             jvp=lambda args, ts, out, p: neg(ts[0]), transpose=_t_minus)
 
 # Comparisons give 1.0 where true and 0.0 where false, as in KeOps.
@@ -261,12 +282,14 @@ for _name, _c, _method, _ref in [
     )
 
 # Scalar functions.
-elementwise("Exp", 1, "jk::exp({0})", lambda xp, x: xp.exp(x), method="exp",
+elementwise("Exp", 1, "jk::exp({0})", lambda xp, x: xp.exp(x), method="exp", sign=nonnegative,
             jvp=_unary(lambda a, out: out))
 elementwise(
     "Exp2", 1, "jk::exp2({0})", lambda xp, x: xp.exp2(x), method="exp2",
     of_negated="jk::exp2_neg({0})",  # exp(-c |x - y|^2) once c has moved into x and y
-    jvp=_unary(lambda a, out: scale(out, 0.6931471805599453)),
+    of_nonpositive="jk::exp2_nonpositive({0})",
+    of_negated_nonnegative="jk::exp2_neg_nonnegative({0})",  # exp(-c |x - y|^2) again
+    sign=nonnegative, jvp=_unary(lambda a, out: scale(out, 0.6931471805599453)),
 )
 elementwise("Log", 1, "jk::log({0})", lambda xp, x: xp.log(x), method="log", domain=(0.2, 3.0),
             jvp=_unary(lambda a, out: make("Inv", a)))
@@ -302,6 +325,7 @@ elementwise(
     doc="sin(x)/x, and 1 at x = 0 (its derivative is not defined at 0)",
 )
 elementwise("Sqrt", 1, "jk::sqrt({0})", lambda xp, x: xp.sqrt(x), method="sqrt", domain=(0.2, 3.0),
+            sign=nonnegative,
             jvp=_unary(lambda a, out: div(const(0.5), out)))
 elementwise(
     "Rsqrt", 1, "jk::rsqrt({0})",
@@ -313,6 +337,7 @@ elementwise(
 elementwise("Inv", 1, "jk::inv({0})", lambda xp, x: 1.0 / x, method="inv", domain=(0.5, 2.0),
             jvp=_unary(lambda a, out: neg(mul(out, out))))
 elementwise("Abs", 1, "jk::abs({0})", lambda xp, x: xp.abs(x), method="abs", smooth=False,
+            sign=nonnegative,
             jvp=_unary(lambda a, out: make("Sign", a)))
 elementwise("Sign", 1, "jk::sign({0})", lambda xp, x: xp.sign(x), method="sign", smooth=False,
             jvp=_zero_jvp)
@@ -322,11 +347,11 @@ elementwise(
 )
 elementwise(
     "ReLU", 1, "jk::relu({0})", lambda xp, x: _where(xp, x < 0, 0.0 * x, x),
-    method="relu", smooth=False, jvp=_unary(lambda a, out: make("Step", a)),
+    method="relu", smooth=False, sign=nonnegative, jvp=_unary(lambda a, out: make("Step", a)),
 )
 elementwise("Floor", 1, "jk::floor({0})", lambda xp, x: xp.floor(x), method="floor", smooth=False,
             jvp=_zero_jvp)
-elementwise("Square", 1, "{0} * {0}", lambda xp, x: x * x, method="square",
+elementwise("Square", 1, "{0} * {0}", lambda xp, x: x * x, method="square", sign=nonnegative,
             jvp=_unary(lambda a, out: scale(a, 2.0)))
 elementwise(
     "Pow", 1, "jk::powi({0}, {p0})", lambda xp, x, n: x**n, method="pow",

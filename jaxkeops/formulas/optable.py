@@ -30,6 +30,11 @@ class Access:
         self.dim = dim
         self.is_const = is_const
 
+    # Whether the value is a scalar broadcast to V where it is read (an outer variable on the
+    # CPU): x86 can take only the second operand of a subtraction from memory, so ops whose
+    # value allows it print such an operand second.
+    broadcast = False
+
     def at(self, k: int | str) -> str:
         if self.is_const:
             return self.base
@@ -92,6 +97,13 @@ class OpSpec:
     # C printing of op(-a) from a's accesses, for a unary op that can absorb the negation (2^-a
     # from the same polynomial as 2^a). The printers use it when the operand is a Minus.
     emit_of_negated: Callable[[EmitContext], list[str]] | None = None
+    # What the op's value is known to be, from its operands' signs (each 1: >= 0 or NaN, -1:
+    # <= 0 or NaN, 0: unknown); None: unknown. See `known_sign`.
+    sign: Callable[[tuple[int, ...]], int] | None = None
+    # C printing of op(a) for an operand known to be <= 0 or NaN, and of op(-a) (with
+    # emit_of_negated) for a known >= 0 or NaN: no clamp against overflow (2^a with a <= 0).
+    emit_of_nonpositive: Callable[[EmitContext], list[str]] | None = None
+    emit_of_negated_nonnegative: Callable[[EmitContext], list[str]] | None = None
 
 
 OPS: dict[str, OpSpec] = {}
@@ -161,6 +173,50 @@ def _fold(spec: OpSpec, args: Sequence[Const], params: tuple, dim: int) -> Node:
     with np.errstate(all="ignore"):
         result = np.asarray(spec.reference(np, *values, *params), dtype=np.float64)
     return Const(float(result.reshape(-1)[0]), dim)
+
+
+# Sign rules for OpSpec.sign.
+def nonnegative(signs: tuple[int, ...]) -> int:
+    """An op whose value is >= 0 or NaN whatever its operands (exp, |x|, x^2, ...)."""
+    return 1
+
+
+def same_sign(signs: tuple[int, ...]) -> int:
+    """A sum: the operands' common sign, if they share one."""
+    return signs[0] if len(set(signs)) == 1 else 0
+
+
+def product_sign(signs: tuple[int, ...]) -> int:
+    return int(np.prod(signs))
+
+
+def negated_sign(signs: tuple[int, ...]) -> int:
+    return -signs[0]
+
+
+def difference_sign(signs: tuple[int, ...]) -> int:
+    return same_sign((signs[0], -signs[1]))
+
+
+def known_sign(node: Node, memo: dict[Node, int]) -> int:
+    """1 if every value of `node` is >= 0 or NaN (-0 included), -1 if every value is <= 0 or
+    NaN, else 0, from the ops' `sign` rules (`memo` caches the answers of a walk).
+
+        >>> from jaxkeops.formulas.nodes import Var
+        >>> x, y = Var(0, 3, 0), Var(1, 3, 1)
+        >>> known_sign(make("Mult", make("SqDist", x, y), Const(-2.0)), {})
+        -1
+        >>> known_sign(make("Subtract", x, y), {})
+        0
+    """
+    if node not in memo:
+        if isinstance(node, Const):
+            memo[node] = 1 if node.value >= 0 else -1 if node.value < 0 else 0
+        elif isinstance(node, Op) and OPS[node.name].sign is not None:
+            memo[node] = OPS[node.name].sign(tuple(known_sign(a, memo) for a in node.args))
+        else:
+            memo[node] = 0
+    return memo[node]
 
 
 def broadcast_dims(name: str, dims: tuple[int, ...]) -> int:

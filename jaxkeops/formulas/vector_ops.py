@@ -19,7 +19,10 @@ from .optable import (
     attach_rules,
     broadcast_dims,
     make,
+    nonnegative,
+    product_sign,
     register,
+    same_sign,
 )
 
 
@@ -110,6 +113,7 @@ def _simplify_sum(x: Node, params: tuple, dim: int) -> Node | None:
 folding_op(
     "Sum", 1, _scalar, Fold(lambda c, k: c.args[0].at(k), _own_dim),
     lambda xp, x: xp.sum(x, axis=-1, keepdims=True), method="sum", simplify=_simplify_sum,
+    sign=same_sign,
 )
 folding_op(
     "Max", 1, _scalar, Fold(lambda c, k: c.args[0].at(k), _own_dim, "jk::max_nan({a}, {b})"),
@@ -149,14 +153,14 @@ vector_op("ArgMin", 1, _scalar, lambda c: _emit_arg_extremum(c, "false"),
 # Norms and distances.
 folding_op(
     "SqNorm2", 1, _scalar, Fold(lambda c, k: f"{c.args[0].at(k)} * {c.args[0].at(k)}", _own_dim),
-    lambda xp, x: xp.sum(x * x, axis=-1, keepdims=True), method="sqnorm2",
+    lambda xp, x: xp.sum(x * x, axis=-1, keepdims=True), method="sqnorm2", sign=nonnegative,
 )
 vector_op(
     "Norm2", 1, _scalar,
     lambda c: _reduce_dims(c, 0, lambda k: f"{c.args[0].at(k)} * {c.args[0].at(k)}")[:-2]
     + [f"  {c.out}[0] = jk::sqrt(acc);", "}"],
     lambda xp, x: xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True)), method="norm2",
-    domain=(0.2, 2.0),
+    domain=(0.2, 2.0), sign=nonnegative,
 )
 
 
@@ -185,10 +189,19 @@ def _equal_dims(name):
     return out_dim
 
 
-folding_op("SqDist", 2, _equal_dims("SqDist"),
-           Fold(lambda c, k: f"jk::square({c.args[0].bcast(k)} - {c.args[1].bcast(k)})",
-                _pair_dim),
-           lambda xp, a, b: xp.sum((a - b) ** 2, axis=-1, keepdims=True), method="sqdist")
+def _squared_difference(c: EmitContext, k: int | str) -> str:
+    """(a - b)^2, printed as (b - a)^2 (the same value, exactly) when a is a broadcast scalar:
+    x86 reads it from memory as the second operand, where the register tile keeps its rows'
+    values (measured on the Gaussian sum at M = N = 3e3, D = 3, one core: 7% faster)."""
+    a, b = c.args
+    if a.broadcast and not b.broadcast:
+        a, b = b, a
+    return f"jk::square({a.bcast(k)} - {b.bcast(k)})"
+
+
+folding_op("SqDist", 2, _equal_dims("SqDist"), Fold(_squared_difference, _pair_dim),
+           lambda xp, a, b: xp.sum((a - b) ** 2, axis=-1, keepdims=True), method="sqdist",
+           sign=nonnegative)
 
 
 def _scalprod_dims(dims, params):
@@ -199,7 +212,8 @@ def _scalprod_dims(dims, params):
 
 folding_op("Scalprod", 2, _scalprod_dims,
            Fold(lambda c, k: f"{c.args[0].bcast(k)} * {c.args[1].bcast(k)}", _pair_dim),
-           lambda xp, a, b: xp.sum(a * b, axis=-1, keepdims=True), method="__or__")
+           lambda xp, a, b: xp.sum(a * b, axis=-1, keepdims=True), method="__or__",
+           sign=product_sign)
 
 
 def _weight_kind(name, s_dim, x_dim, dims):

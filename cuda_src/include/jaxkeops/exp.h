@@ -210,6 +210,18 @@ template <class V> JK_FN V exp2_neg(V x) {
   return exp2(-x);
 }
 
+// The forms the code generator prints where it knows the argument's sign (OpSpec.sign): 2^x for
+// x <= 0 or NaN, and 2^-x for x >= 0 or NaN (the Gaussian's -c |x - y|^2), which cannot
+// overflow, so need no clamp: one vector op less per pair with AVX2 (measured on the Gaussian
+// sum at M = N = 3e3, D = 3, one core: 8% faster). Same values as exp2 and exp2_neg.
+template <class V> JK_FN V exp2_nonpositive(V x) { return exp2_below_128(x); }
+template <class V> JK_FN V exp2_neg_nonnegative(V x) {
+#if JK_AVX2
+  if constexpr (sizeof(V) == 32 && sizeof(scalar_t<V>) == 4) return exp2_avx2<true>(x);
+#endif
+  return exp2_neg(x);
+}
+
 // ---------------------------------------------------------------------------------------------
 // CUDA only (and the CPU emulation of the CUDA kernels in the tests, JK_CUDA_EMULATION): a CPU
 // kernel never sees this part.
@@ -262,6 +274,11 @@ JK_FN float exp2(float x) { return gpu::ex2_approx_ftz(x); }
 JK_FN double exp2(double x) { return ::exp2(x); }
 JK_FN float exp2_neg(float x) { return gpu::ex2_approx_ftz(-x); }  // ex2's operand negates free
 JK_FN double exp2_neg(double x) { return ::exp2(-x); }
+// ex2.approx has no clamp to drop: the forms for a known sign are the plain ones.
+JK_FN float exp2_nonpositive(float x) { return exp2(x); }
+JK_FN double exp2_nonpositive(double x) { return exp2(x); }
+JK_FN float exp2_neg_nonnegative(float x) { return exp2_neg(x); }
+JK_FN double exp2_neg_nonnegative(double x) { return exp2_neg(x); }
 #endif
 
 }  // namespace jk
