@@ -206,7 +206,10 @@ struct LogSumExpReduction {
   // (new maxima, rescaling) is then taken when some lane's term grows by more than 2^16, not
   // whenever one grows at all, which with 8 or 16 lanes was a third of the vectors of a short
   // row (single thread, AVX2, M = N = 1e3: 0.52 -> 0.81 of the reference kernel). The sums
-  // hold terms up to 65536 times larger: a weight above 5e33 in float32 now overflows.
+  // hold terms up to 65536 times larger: a weight above 5e33 in float32 now overflows. A larger
+  // slack costs accuracy: x - m, up to SLACK, is rounded to float before the exponential (2^64
+  // without weights took the slow path less, 5-7% faster at M = N = 1e3 on one AVX2 core, but
+  // an LSE near 0 was 2.3e-5 off in relative terms where 2^16 keeps it within 1e-5).
   static constexpr double SLACK = 16.0;
   struct State {
     V m;
@@ -293,6 +296,22 @@ struct LogSumExpReduction {
     } else {
       accumulate_values(s, f);
     }
+  }
+  // NR rows at once (the schedule's register tile): a single test that every row's vector is
+  // in the common case, after which the rows' sums stay in registers; else row by row. Measured
+  // on the LSE step at M = N = 1e3 and 3e3, AVX2, one core: 14% and 20% faster than row by row.
+  template <int NR, bool MASKED, class M, class FV>
+  JK_FN static void accumulate_rows(State* st, const FV* f, int base, M valid, int64_t j0) {
+    // Vectors only: a scalar comparison gives a bool, whose ~ is not its negation.
+    if constexpr (!MASKED && L > 1) {
+      auto fits = f[0][0] < st[0].limit;
+      for (int r = 1; r < NR; ++r) fits = fits & (f[r][0] < st[r].limit);
+      if (!any(~fits)) {
+        for (int r = 0; r < NR; ++r) add_terms(st[r], exp2_below_128(f[r][0] - st[r].m), f[r] + 1);
+        return;
+      }
+    }
+    for (int r = 0; r < NR; ++r) accumulate<MASKED>(st[r], f[r], base, valid, j0);
   }
   JK_FN static void accumulate_values(State& s, const V* f) {
     V x = f[0];
