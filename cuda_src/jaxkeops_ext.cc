@@ -211,8 +211,11 @@ struct Launch {
   // Runs the flattened (batch, output row) range [begin, end).
   ffi::Error RunRange(int64_t begin, int64_t end) const {
     const size_t n_ops = bases.size(), nb_dims = batch_shape.size();
-    std::vector<void*> ptrs(n_ops);
-    jk_task task{ptrs.data(), ptrs.data() + n_args, n_out, n_red, 0, 0,
+    // On the stack for the usual few operands: a call runs this once per chunk, on every thread.
+    void* local[16];
+    std::vector<void*> heap(n_ops > 16 ? n_ops : 0);
+    void** ptrs = n_ops > 16 ? heap.data() : local;
+    jk_task task{ptrs, ptrs + n_args, n_out, n_red, 0, 0,
                  n_ranges, ranges, slices, redranges, JK_RUN, packed.get()};
     while (begin < end) {
       task.row_begin = begin % n_out;
