@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 
+from jaxkeops.runtime import toolchain
 from jaxkeops.runtime.toolchain import optimization_flag
 
 
@@ -101,3 +102,14 @@ def test_kernels_built_at_O3_match_numpy():
     for name, error in errors.items():
         limit = 0 if name.startswith("argkmin") else 2e-5 if name.endswith("float32") else 1e-12
         assert error <= limit, (name, error)
+
+
+@pytest.mark.parametrize("version,aligned", [("g++ (Debian 12.2.0-14) 12.2.0", True),
+                                             ("Ubuntu clang version 17.0.6", False)])
+def test_loop_alignment_flags_only_for_gcc(monkeypatch, version, aligned):
+    """GCC gets -falign-loops/-falign-jumps (the K-min kernels' speed depended on where their
+    loop landed); other compilers get flags they are sure to know."""
+    monkeypatch.setattr(toolchain, "_probe_version", lambda path: (version, None))
+    flags = toolchain.find_toolchain.__wrapped__().flags
+    assert (flags[-2:] == toolchain.GCC_ALIGNMENT_FLAGS) is aligned
+    assert aligned or not set(toolchain.GCC_ALIGNMENT_FLAGS) & set(flags)

@@ -115,7 +115,7 @@ def precompiled_header_tag(toolchain: Toolchain) -> str:
 
 def uses_precompiled_header(toolchain: Toolchain) -> bool:
     """Only GCC reads `cpu_kernel.h.gch`; other compilers compile the plain header."""
-    return "g++" in toolchain.version or "GCC" in toolchain.version
+    return toolchain.is_gcc
 
 
 @functools.cache

@@ -15,6 +15,11 @@ from ..errors import CompilerNotFoundError
 # -O3 -march=native is where the speed comes from; -fno-math-errno lets sqrt and friends
 # vectorise. No -ffast-math: LogSumExp, Min and friends need IEEE inf and NaN.
 BASE_FLAGS = ("-std=c++17", "-fPIC", "-shared", "-fno-math-errno", "-fno-plt")
+# GCC places loops 64 bytes and jump targets 32 bytes apart: the K-min kernels' branchy inner
+# loop otherwise ran 7-12% slower or faster with unrelated edits (10-NN at M = N = 3e3 and 1e4,
+# both builds A/B in one process on 2 AVX2 cores: 1.07 and 1.12 with the flags); the Gaussian
+# sum, its gradient and the LSE step stayed within 1.5% either way.
+GCC_ALIGNMENT_FLAGS = ("-falign-loops=64", "-falign-jumps=32")
 OPT_LEVELS = ("0", "1", "2", "3", "g")
 DEFAULT_OPT_LEVEL = "3"
 
@@ -116,8 +121,16 @@ class Toolchain:
     flags: tuple[str, ...]
     cpu_features: str
 
+    @property
+    def is_gcc(self) -> bool:
+        return _is_gcc(self.version)
+
     def fingerprint(self) -> str:
         return "|".join([self.compiler, self.version, " ".join(self.flags), self.cpu_features])
+
+
+def _is_gcc(version: str) -> bool:
+    return "g++" in version or "GCC" in version
 
 
 def _compiler_candidates() -> tuple[list[str], str | None]:
@@ -186,6 +199,8 @@ def find_toolchain() -> Toolchain:
             broken.append(failure)
             continue
         flags = BASE_FLAGS[:1] + (optimization_flag(),) + BASE_FLAGS[1:] + _arch_flags(path)
+        if _is_gcc(version):
+            flags += GCC_ALIGNMENT_FLAGS
         return Toolchain(path, version, flags, cpu_features())
     origin = f" (from ${variable})" if variable else ""
     advice = ("Install one, e.g. `apt-get install g++` on Debian/Ubuntu, or point JAXKEOPS_CXX "
