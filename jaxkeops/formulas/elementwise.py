@@ -21,6 +21,7 @@ from .optable import (
     product_sign,
     register,
     same_sign,
+    zero_jvp,
 )
 
 
@@ -144,10 +145,6 @@ def _where(xp, cond, a, b):
 def _unary(derivative):
     """The JVP of f(a) given f'(a) as a formula of (a, out)."""
     return lambda args, ts, out, params: mul(derivative(args[0], out, *params), ts[0])
-
-
-def _zero_jvp(args, ts, out, params):
-    return None
 
 
 def _jvp_add(args, ts, out, params):
@@ -278,7 +275,7 @@ for _name, _c, _method, _ref in [
     elementwise(
         _name, 2, _c,
         (lambda r: lambda xp, a, b: r(xp, a, b).astype(xp.result_type(a, b)))(_ref),
-        method=_method, smooth=False, jvp=_zero_jvp,
+        method=_method, smooth=False, jvp=zero_jvp,
     )
 
 # Scalar functions.
@@ -340,17 +337,17 @@ elementwise("Abs", 1, "jk::abs({0})", lambda xp, x: xp.abs(x), method="abs", smo
             sign=nonnegative,
             jvp=_unary(lambda a, out: make("Sign", a)))
 elementwise("Sign", 1, "jk::sign({0})", lambda xp, x: xp.sign(x), method="sign", smooth=False,
-            jvp=_zero_jvp)
+            jvp=zero_jvp)
 elementwise(
     "Step", 1, "jk::step({0})", lambda xp, x: _where(xp, x < 0, 0.0 * x, 1.0 + 0.0 * x),
-    method="step", smooth=False, doc="0 for x < 0, else 1", jvp=_zero_jvp,
+    method="step", smooth=False, doc="0 for x < 0, else 1", jvp=zero_jvp,
 )
 elementwise(
     "ReLU", 1, "jk::relu({0})", lambda xp, x: _where(xp, x < 0, 0.0 * x, x),
     method="relu", smooth=False, sign=nonnegative, jvp=_unary(lambda a, out: make("Step", a)),
 )
 elementwise("Floor", 1, "jk::floor({0})", lambda xp, x: xp.floor(x), method="floor", smooth=False,
-            jvp=_zero_jvp)
+            jvp=zero_jvp)
 elementwise("Square", 1, "{0} * {0}", lambda xp, x: x * x, method="square", sign=nonnegative,
             jvp=_unary(lambda a, out: scale(a, 2.0)))
 elementwise(
@@ -366,7 +363,7 @@ elementwise(
     "Round", 1, "jk::round_digits({0}, {p0})",
     lambda xp, x, d: round_half_away(xp, x * 10.0**d) / 10.0**d,
     method="round", params=("int",), smooth=False, example_params=(2,),
-    doc="round to d decimals, halves away from zero", jvp=_zero_jvp,
+    doc="round to d decimals, halves away from zero", jvp=zero_jvp,
 )
 # KeOps's clamp: a where x < a, else b where x > b, else x. When a > b this is a for x < a
 # and b for x >= a (not min(max(x, a), b), which is b everywhere).

@@ -175,6 +175,11 @@ def _fold(spec: OpSpec, args: Sequence[Const], params: tuple, dim: int) -> Node:
     return Const(float(result.reshape(-1)[0]), dim)
 
 
+def zero_jvp(args, ts, out, params):
+    """The JVP of a piecewise-constant op (comparisons, indices, rounding): a zero tangent."""
+    return None
+
+
 # Sign rules for OpSpec.sign.
 def nonnegative(signs: tuple[int, ...]) -> int:
     """An op whose value is >= 0 or NaN whatever its operands (exp, |x|, x^2, ...)."""
