@@ -476,7 +476,11 @@ ffi::Future Execute(ffi::ThreadPool pool, int64_t kernel_id, std::string_view so
   // kMinChunkRowsPacked where PackOnce packed them for the whole call.
   if (ffi::Error err = launch->PackOnce(kMaxPackedBytes); !err.success())
     return ReadyFuture(std::move(err));
-  const int64_t min_rows = launch->packed ? kMinChunkRowsPacked : kMinChunkRows;
+  // A chunk never needs more rows than a batch element has: each element packs its own inner
+  // variables, so whole elements amortise their packing (a call split over its reduced axis
+  // has a few rows per element, and its elements are then dealt out one by one).
+  const int64_t min_rows =
+      std::min(launch->packed ? kMinChunkRowsPacked : kMinChunkRows, launch->n_out);
   const int64_t per_part = (units + parts - 1) / parts;
   const int64_t chunk = std::min(per_part, std::max((units + parts * kChunksPerPart - 1) /
                                                         (parts * kChunksPerPart),

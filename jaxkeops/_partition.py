@@ -120,13 +120,15 @@ MIN_SPLIT_PAIRS = 1 << 20
 
 def thread_split(spec: KernelSpec, rows: int, n_red: int, threads: int) -> int:
     """How many chunks of the reduced axis a one-device CPU call is cut into (1: none), for
-    `rows` output rows in all (batch included) and a pool of `threads` threads: a multiple of
-    the thread count that divides n_red, when the rows alone cannot keep the threads busy
-    (e.g. 2 for 10 rows and n_red = 1e7 on 2 threads; 1 for 10,000 rows)."""
+    `rows` output rows in all (batch included) and a pool of `threads` threads, when the rows
+    alone cannot keep the threads busy: the largest count from 4 x threads down to threads that
+    divides n_red (e.g. 8 for 10 rows and n_red = 1e7 on 2 threads; 1 for 10,000 rows). The
+    pool deals the chunks out one by one, so a thread slowed down by other work on its core
+    takes fewer of them (two chunks on 2 cores made every call wait for the slower half)."""
     if threads < 2 or rows >= ROWS_PER_THREAD * threads or rows * n_red < MIN_SPLIT_PAIRS:
         return 1
     smallest = spec.k if reduction(spec.reduction).needs_k else 1
-    for count in range(threads, 4 * threads + 1):
+    for count in range(4 * threads, threads - 1, -1):
         if n_red % count == 0 and n_red // count >= max(smallest, 1024):
             return count
     return 1

@@ -5,6 +5,7 @@ with numpy in float64."""
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import jax
@@ -39,6 +40,12 @@ def _kernel_calls(f, *args) -> list[str]:
     return [line for line in text.splitlines() if "jaxkeops_cpu" in line and "call" in line]
 
 
+def _split_count(call: str, rows: int) -> int:
+    """S_j of a call whose outputs carry (S_i, S_j) = (1, S_j) block dims, else 1."""
+    found = re.search(rf"<1x(\d+)x{rows}x", call)
+    return int(found.group(1)) if found else 1
+
+
 def _sqdist(x, y):
     return ((x[:, None, :] - y[None]) ** 2).sum(-1)
 
@@ -62,8 +69,8 @@ def test_few_rows_split_the_reduced_axis_and_match_numpy(two_threads, data, name
     x, y, b = data
     calls = _kernel_calls(f, x, y, b)
     assert len(calls) == 1, calls
-    # The call's outputs carry the (S_i, S_j) = (1, 2) block dims: (1, 2, M, width).
-    assert f"1x2x{M}x" in calls[0], calls[0]
+    # The call's outputs carry the (S_i, S_j) = (1, 8) block dims: (1, 8, M, width).
+    assert _split_count(calls[0], M) == 8, calls[0]
     np.testing.assert_allclose(np.asarray(f(x, y, b)), reference(x, y, b), rtol=1e-10,
                                atol=1e-12)
 
@@ -76,7 +83,7 @@ def test_gradient_of_a_split_reduction_matches_numpy(two_threads, data):
 
     k = np.exp(-10 * _sqdist(x, y)) * b[:, 0]
     want = -20 * (x * k.sum(1, keepdims=True) - k @ y)
-    assert any("1x2x" in call for call in _kernel_calls(jax.grad(total), x))
+    assert any(_split_count(call, M) == 8 for call in _kernel_calls(jax.grad(total), x))
     np.testing.assert_allclose(np.asarray(jax.grad(total)(x)), want, rtol=1e-10, atol=1e-12)
 
 
@@ -84,21 +91,25 @@ def test_many_rows_or_one_thread_keep_one_block(monkeypatch, data):
     x, y, b = data
     f = CASES["Sum"][0]
     monkeypatch.setattr(primitive, "_cpu_threads", lambda: 1)
-    assert "1x2x" not in _kernel_calls(f, x, y, b)[0]
+    assert _split_count(_kernel_calls(f, x, y, b)[0], M) == 1
     monkeypatch.setattr(primitive, "_cpu_threads", lambda: 2)
+    assert _split_count(_kernel_calls(f, x, y, b)[0], M) == 8
     many = np.zeros((2 * ROWS_PER_THREAD, 3))
-    assert "1x2x" not in _kernel_calls(f, many, y, b)[0]
+    assert _split_count(_kernel_calls(f, many, y, b)[0], 2 * ROWS_PER_THREAD) == 1
 
 
 def test_thread_split_policy():
     spec = SimpleNamespace(reduction="Sum", k=0)  # the policy reads these two fields only
     KSpec = SimpleNamespace(reduction="ArgKMin", k=2000)
 
-    assert thread_split(spec, 10, 10_000_000, 2) == 2
+    assert thread_split(spec, 10, 10_000_000, 2) == 8           # 4 chunks a thread
+    assert thread_split(spec, 10, 10_000_000, 4) == 16
     assert thread_split(spec, 10, 10_000_000, 1) == 1           # one thread
     assert thread_split(spec, 2 * ROWS_PER_THREAD, 10**7, 2) == 1  # rows enough
     assert thread_split(spec, 1, MIN_SPLIT_PAIRS // 2, 2) == 1  # too little work
-    assert thread_split(spec, 10, 3 * 10**6 + 3, 2) == 3        # odd: a divisor up to 4x
+    assert thread_split(spec, 10, 3 * 10**6 + 3, 2) == 3        # odd: the largest divisor up to 4x
     assert thread_split(spec, 10, 10_000_019, 2) == 1           # prime: no equal chunks
     assert thread_split(KSpec, 1, 6000, 2) == 1                 # chunks shorter than 1024
-    assert thread_split(KSpec, 1, 5_000_000, 2) == 2
+    assert thread_split(KSpec, 1, 5_000_000, 2) == 8
+    KBig = SimpleNamespace(reduction="ArgKMin", k=60_000)        # 8 or 6 chunks: < K each
+    assert thread_split(KBig, 10, 300_000, 2) == 5
