@@ -104,12 +104,14 @@ def test_kernels_built_at_O3_match_numpy():
         assert error <= limit, (name, error)
 
 
-@pytest.mark.parametrize("version,aligned", [("g++ (Debian 12.2.0-14) 12.2.0", True),
-                                             ("Ubuntu clang version 17.0.6", False)])
-def test_loop_alignment_flags_only_for_gcc(monkeypatch, version, aligned):
+@pytest.mark.parametrize("version,is_gcc", [("g++ (Debian 12.2.0-14) 12.2.0", True),
+                                            ("Ubuntu clang version 17.0.6", False)])
+def test_loop_alignment_and_sra_flags_only_for_gcc(monkeypatch, version, is_gcc):
     """GCC gets -falign-loops/-falign-jumps (the K-min kernels' speed depended on where their
-    loop landed); other compilers get flags they are sure to know."""
+    loop landed) and a larger limit for breaking structures into registers (the reduction
+    states); other compilers get flags they are sure to know."""
     monkeypatch.setattr(toolchain, "_probe_version", lambda path: (version, None))
     flags = toolchain.find_toolchain.__wrapped__().flags
-    assert (flags[-2:] == toolchain.GCC_ALIGNMENT_FLAGS) is aligned
-    assert aligned or not set(toolchain.GCC_ALIGNMENT_FLAGS) & set(flags)
+    tuning = toolchain.GCC_TUNING_FLAGS
+    assert (flags[-len(tuning):] == tuning) is is_gcc
+    assert is_gcc or not set(tuning) & set(flags)
