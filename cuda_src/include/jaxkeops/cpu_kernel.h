@@ -87,10 +87,10 @@ template <class F, class R> struct CpuSchedule {
 
   // Copies one argument's rows [j0, j0 + nj) into the tile, component-major within each
   // group of L rows (scalar copies: vector shuffles for D = 3 measured no faster, as packing
-  // waits on memory). Meanwhile it has the memory system fetch the same rows of the next tile, those before
-  // `next_end`: they arrive while this tile is swept, where the next packing would otherwise
-  // wait for them (measured, Gaussian sum, N = 1e7, D = 3, one core: 15% faster for one output
-  // row, 8% for 10 and 6% for 100).
+  // waits on memory). Meanwhile it has the memory system fetch the same rows of the next
+  // tile, those before `next_end`: they arrive while this tile is swept, where the next
+  // packing would otherwise wait for them (measured, Gaussian sum, N = 1e7, D = 3, one core:
+  // 9-18% faster for one output row, 7-8% for 10 and 6% for 100).
   template <int A>
   JK_FN static void pack_arg(const jk_task* t, S* buf, int64_t j0, int nj, int64_t next_end) {
     constexpr ArgInfo info = F::ARGS[A];
