@@ -53,8 +53,18 @@ LINEAR = make("Mult", gauss(XL, YL, Const(0.05)), make("Subtract", XL, YL))
 LINEAR_3_TERMS = make("Add", make("Mult", gauss(XL, YL, Const(0.05)),
                                   make("Subtract", XL, make("Mult", YL, Const(2.0)))),
                       make("Mult", make("Mult", make("Scalprod", XL, YL), Const(0.01)), YL))
+# Row factors (row_factor.py): a gradient's cotangent a_i and constants, and a vector factor
+# with a parameter; the difference x - y shared with the exponent, computed prescaled.
+A1, B1 = Var(4, 1, CAT_I), Var(5, 1, CAT_J)
+GRADIENT = make("Mult", make("Mult", make("Mult", A1, B1), gauss(X, Y)),
+                make("Mult", Const(-2.0 / (2 * SIGMA**2)), make("Subtract", X, Y)))
+VECTOR_FACTOR = make("Mult", make("Mult", make("Mult", S, make("Sin", X)), gauss(X, Y)),
+                     make("Subtract", Y, X))
 KERNELS = {
     "scaled": spec([SCALED]),
+    "row_factor_j": spec([GRADIENT]),
+    "row_factor_i": spec([GRADIENT], axis=0),
+    "row_vector_factor": spec([VECTOR_FACTOR]),
     "hoisted_j": spec([HOISTED]),
     "hoisted_i": spec([HOISTED], axis=0),
     "dot_form": spec([DOT]),
@@ -226,3 +236,26 @@ def test_linear_sum_in_float64_and_with_batch_dims(kernels):
     check(kernels, "linear_float64", rtol=1e-12, atol=1e-13)
     for schedule in ("rows", "split"):
         check(kernels, "linear_j", schedule, batch=(2,), seed=3, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Row factors, and the shared difference computed prescaled.
+def test_row_factor_leaves_the_pair_loop():
+    """a_i b_j e^(-c |x - y|^2) * (-2c) (x - y): the pair loop reads b_j, the prescaled x and y
+    and no constant; the epilogue multiplies by a_i and the constants once per row."""
+    source = render_cuda(KERNELS["row_factor_j"])
+    assert "EPILOGUE = true;" in source and "OUT_DIM = 3;" in source
+    pair = section(source, "evaluate_pair")
+    assert not constants(pair) and "jk::exp2_neg_nonnegative(" in pair
+    assert pair.count("// Subtract") == 1
+    assert "(o + 3)[0]" in section(source, "epilogue")  # a_i: the outer row's 4th value
+    vector = render_cuda(KERNELS["row_vector_factor"])
+    assert "jk::sin" in section(vector, "epilogue")
+    assert "jk::sin" not in section(vector, "pre_outer")
+
+
+@pytest.mark.parametrize("schedule", ["rows", "split"])
+@pytest.mark.parametrize("name", ["row_factor_j", "row_factor_i", "row_vector_factor"])
+def test_row_factors_under_emulation(kernels, name, schedule):
+    check(kernels, name, schedule, **TIGHT)
+    check(kernels, name, schedule, batch=(2,), seed=5, **TIGHT)

@@ -8,6 +8,7 @@ from .hoist import hoist
 from .linear import LinearPlan, plan_linear_sum
 from .printer import print_body, print_tile_body
 from .rewrite import LOG2E, for_codegen
+from .row_factor import split_row_factor
 from .spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
 
 SCALAR_TYPES = {"float32": "float", "float64": "double"}
@@ -84,7 +85,14 @@ def render_cpu(spec: KernelSpec) -> str:
     raw_outer, raw_inner = dims[ROLE_OUTER], dims[ROLE_INNER]
     # The matrix-product schedule of linear.py sums in the compute dtype.
     plan = plan_linear_sum(spec) if spec.accumulator is None else None
-    h = hoist(spec, for_codegen(spec, _kernel_formulas(spec, plan)))
+    rewritten = for_codegen(spec, _kernel_formulas(spec, plan))
+    epilogue: list[str] = []
+    if plan is None:
+        rewritten, row_factor = split_row_factor(spec, rewritten)
+        if row_factor is not None:
+            formulas, reduced = row_factor
+            epilogue = print_body(formulas, {**layout, reduced[0]: (ROLE_INNER, 0)})
+    h = hoist(spec, rewritten)
     pre_outer = print_body(h.outer, layout) if h.outer else []
     pre_inner = print_body(h.inner, layout) if h.inner else []
     for var in h.outer_vars:
@@ -133,6 +141,15 @@ struct Formula {{
     const S* o = nullptr;
     {unused} (void)out;
 {_indent(pre_inner)}
+  }}
+
+  // The outputs of a row from its reduced values `n`: the factors of the formula that depend
+  // on the row only, applied once per row (row_factor.py).
+  static constexpr bool EPILOGUE = {str(bool(epilogue)).lower()};
+  JK_FN static void epilogue(const S* o, const S* n, const S* p, S* out) {{
+    using V = S;
+    {unused} (void)out;
+{_indent(epilogue)}
   }}
 
   // The formula for a tile of NR output rows x NG vectors of reduced rows: pair q = g NR + r.

@@ -5,9 +5,11 @@ value type, one thread per output row), after the CPU's rewrites (`kernel_formul
 constants folded into the operands that hoist (scaling.py), exp(c a) as 2^((c log2 e) a) and
 the dot-product form of long squared distances (rewrite.py), log-sum-exp reductions in base 2,
 Sums of scalars times whole vector variables in linear form (linear.py; an epilogue applies the
-outer variables' terms once per row), subexpressions of the outer variables computed once per
-thread before the reduced rows stream by, and those of the inner variables once per reduced
-row when a tile is loaded into shared memory, which holds what the pair formulas read (hoist.py).
+outer variables' terms once per row), the factors of a Sum's formula that depend on the output
+row only (row_factor.py: the same epilogue applies them once per row), subexpressions of the
+outer variables computed once per thread before the reduced rows stream by, and those of the
+inner variables once per reduced row when a tile is loaded into shared memory, which holds what
+the pair formulas read (hoist.py).
 In formula bodies, float exp and exp2 are the GPU's approximate 2^x (exp.h); the reductions
 keep IEEE semantics. Only the schedule differs from the CPU's, and it lives in
 `cuda_src/include/jaxkeops/cuda_kernel.h`. Two schedules, chosen by `plan_launch`:
@@ -36,6 +38,7 @@ from .hoist import Hoisted, hoist
 from .linear import LinearPlan, plan_linear_sum
 from .printer import print_body
 from .rewrite import LOG2E, for_codegen
+from .row_factor import split_row_factor
 from .spec import ROLE_INNER, ROLE_OUTER, ROLE_PARAM, KernelSpec
 
 COMPUTE_TYPES = {"float32": "float", "float64": "double", "float16": "float", "bfloat16": "float"}
@@ -138,10 +141,12 @@ def kernel_formulas(spec: KernelSpec) -> KernelFormulas:
     if reduction(spec.reduction).base2:  # the reduction takes its exponent in base 2
         formulas = (make("Mult", formulas[0], Const(LOG2E)),) + formulas[1:]
     plan = plan_linear_sum(spec)
-    epilogue = None
     if plan is not None:
         formulas, epilogue = _linear_formulas(spec, plan)
-    hoisted = hoist(spec, for_codegen(spec, formulas))
+        rewritten = for_codegen(spec, formulas)
+    else:
+        rewritten, epilogue = split_row_factor(spec, for_codegen(spec, formulas))
+    hoisted = hoist(spec, rewritten)
     dims = {ROLE_OUTER: 0, ROLE_INNER: 0, ROLE_PARAM: 0}
     raw_layout: dict[Var, tuple[int, int]] = {}
     for var, role in zip(spec.args, spec.roles):

@@ -8,6 +8,9 @@ differently for nearly equal points, by about eps * (|x|^2 + |y|^2).
 exp(c * a) becomes 2^((c log2 e) * a): the constant multiply that the formula already has
 absorbs log2(e), and 2^t is cheaper than e^x (no Cody-Waite reduction). The exponent gets one
 more rounding (of the folded constant), the same order as the rounding of c * a itself.
+|x - y|^2 of a formula that also computes x - y (a gradient) becomes |(x - y)|^2, sharing the
+difference. Shared with a scaled squared norm, as in exp(-c |x - y|^2) (x - y), the difference
+is computed scaled where that multiplies less per pair (scaling.prescale_shared_differences).
 Derivatives and the dense reference always see the formula as written.
 """
 
@@ -17,7 +20,8 @@ import math
 
 from ..formulas import Const, Node, Op, Var, make, walk
 from .hoist import INNER, OUTER, dependencies
-from .scaling import rearrange_products, use_counts
+from .row_factor import pair_multiplies
+from .scaling import prescale_shared_differences, rearrange_products, use_counts
 from .spec import ROLE_INNER, ROLE_OUTER, KernelSpec
 
 LOG2E = 1.0 / math.log(2.0)
@@ -65,6 +69,7 @@ def _dot_form(a: Node, b: Node) -> Node:
 def for_codegen(spec: KernelSpec, formulas: tuple[Node, ...]) -> tuple[Node, ...]:
     deps = dependencies(spec, formulas)
     uses = use_counts(formulas)
+    differences = {n.args for n in walk(*formulas) if isinstance(n, Op) and n.name == "Subtract"}
     new: dict[Node, Node] = {}
     for node in walk(*formulas):
         if not isinstance(node, Op):
@@ -72,6 +77,12 @@ def for_codegen(spec: KernelSpec, formulas: tuple[Node, ...]) -> tuple[Node, ...
             continue
         args = tuple(new[a] for a in node.args)
         name, sides = node.name, tuple(deps[a] for a in node.args)
+        if name == "SqDist" and args[0].dim < DOT_FORM_MIN_DIM:
+            # x - y is computed for another use too (a gradient's): |x - y|^2 shares it.
+            for operands in (node.args, node.args[::-1]):
+                if operands in differences:
+                    name, args = "SqNorm2", (make("Subtract", *(new[a] for a in operands)),)
+                    break
         if name == "Sum":
             fused = _canonical_sum(args[0], uses)
             if fused is not None:
@@ -91,7 +102,14 @@ def for_codegen(spec: KernelSpec, formulas: tuple[Node, ...]) -> tuple[Node, ...
             new[node] = make(name, *args, params=node.params if name == node.name else ())
         else:
             new[node] = node
-    return rearrange_products(tuple(new[f] for f in formulas), _side_function(spec, deps))
+    rewritten = tuple(new[f] for f in formulas)
+    side = _side_function(spec, deps)
+    plain = rearrange_products(rewritten, side)
+    prescaled = prescale_shared_differences(rewritten, side)
+    if prescaled is None:
+        return plain
+    prescaled = rearrange_products(prescaled, side)
+    return prescaled if pair_multiplies(spec, prescaled) < pair_multiplies(spec, plain) else plain
 
 
 def _side_function(spec: KernelSpec, deps: dict[Node, int]):

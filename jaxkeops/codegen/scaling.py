@@ -64,7 +64,7 @@ class Scaler:
             return make("Mult", current, Const(c))  # hoisted: computed once per row
         if not isinstance(node, Op) or self.uses[node] > 1:
             return None  # scaling a shared pair value would compute it twice
-        if _is_product(node):
+        if is_product(node):
             # The whole product, with its own constants and hoisted factors: c joins them.
             return self.product(node, scale=c, must_place=True)
         name, args = node.name, node.args
@@ -155,7 +155,7 @@ class Scaler:
                     coef = 1.0
         if must_place and coef != 1.0:
             return None
-        scalar = _multiply([_multiply(current.get((False, side), []))
+        scalar = multiply([multiply(current.get((False, side), []))
                             for side in (OUTER, INNER, PAIR)])
         if coef != 1.0:
             if scalar is None:
@@ -164,7 +164,7 @@ class Scaler:
                 scalar = make("Minus", scalar)
             else:
                 scalar = make("Mult", scalar, Const(coef))
-        vector = _multiply([_multiply(current.get((True, side), []))
+        vector = multiply([multiply(current.get((True, side), []))
                             for side in (OUTER, INNER, PAIR)])
         if vector is None:
             result = scalar if scalar is not None else Const(1.0)
@@ -177,7 +177,7 @@ class Scaler:
         return None if must_place else self.new.get(node, node)
 
 
-def _multiply(nodes: list[Node | None]) -> Node | None:
+def multiply(nodes: list[Node | None]) -> Node | None:
     result = None
     for f in nodes:
         if f is not None:
@@ -185,21 +185,27 @@ def _multiply(nodes: list[Node | None]) -> Node | None:
     return result
 
 
-def _is_product(node: Node) -> bool:
+def is_product(node: Node) -> bool:
     return isinstance(node, Op) and (node.name in ("Mult", "Minus") or (
         node.name == "Divide" and isinstance(node.args[1], Const) and node.args[1].dim == 1))
+
+
+def _interior_products(formulas: tuple[Node, ...], uses: Counter) -> set[Node]:
+    """The single-use products that the product above them flattens."""
+    interior = set()
+    for node in walk(*formulas):
+        if is_product(node):
+            operands = node.args[:1] if node.name == "Divide" else node.args
+            interior.update(a for a in operands if is_product(a) and uses[a] == 1)
+    interior.difference_update(formulas)
+    return interior
 
 
 def rearrange_products(formulas: tuple[Node, ...], side: Callable[[Node], int]
                        ) -> tuple[Node, ...]:
     """Every maximal product over pairs in `formulas`, rearranged by `Scaler.product`."""
     uses = use_counts(formulas)
-    interior = set()  # single-use products that the product above them flattens
-    for node in walk(*formulas):
-        if _is_product(node):
-            operands = node.args[:1] if node.name == "Divide" else node.args
-            interior.update(a for a in operands if _is_product(a) and uses[a] == 1)
-    interior.difference_update(formulas)
+    interior = _interior_products(formulas, uses)
     new: dict[Node, Node] = {}
     scaler = Scaler(side, uses, new)
     for node in walk(*formulas):
@@ -208,6 +214,63 @@ def rearrange_products(formulas: tuple[Node, ...], side: Callable[[Node], int]
             continue
         args = tuple(new[a] for a in node.args)
         new[node] = node if args == node.args else make(node.name, *args, params=node.params)
-        if _is_product(node) and node not in interior and side(node) == PAIR:
+        if is_product(node) and node not in interior and side(node) == PAIR:
             new[node] = scaler.product(node)
     return tuple(new[f] for f in formulas)
+
+
+def prescale_shared_differences(formulas: tuple[Node, ...], side: Callable[[Node], int]
+                                ) -> tuple[Node, ...] | None:
+    """The formulas with each difference d = a - b of operands that hoist, shared by a scaled
+    squared norm c |d|^2 (a Gaussian's exponent) and other uses (its gradient's d), computed
+    scaled: d' = r a - r b with r = sqrt|c|, so that c |d|^2 = +-|d'|^2 multiplies by nothing
+    in the pair loop, and the other uses read d' / r. None if there is no such difference.
+
+    `absorb` cannot scale d in place, as that would compute the shared d twice. The constant
+    1 / r of the other uses is free only where the product above them places it (in a hoisted
+    factor, or the row factor of row_factor.py), so the caller keeps these formulas only if
+    they multiply less per pair (`row_factor.pair_multiplies`)."""
+    uses = use_counts(formulas)
+    interior = _interior_products(formulas, uses)
+    scaler = Scaler(side, uses, {})
+    norms: dict[Node, list[tuple[Node, float]]] = {}  # d -> [(its scaled norm's product, c)]
+    for node in walk(*formulas):
+        if not is_product(node) or node in interior or side(node) != PAIR:
+            continue
+        factors: list[Node] = []
+        c = scaler.factors(node, True, factors)
+        if len(factors) != 1 or not isinstance(factors[0], Op) or factors[0].name != "SqNorm2":
+            continue
+        d = factors[0].args[0]
+        if uses[factors[0]] == 1 and uses[d] > 1 and _hoisting_difference(d, side) and \
+                math.isfinite(c) and abs(c) not in (0.0, 1.0):
+            norms.setdefault(d, []).append((node, c))
+    scaled = {d: found[0] for d, found in norms.items() if len(found) == 1}
+    if not scaled:
+        return None
+    products = {product: (d, c) for d, (product, c) in scaled.items()}
+    primed: dict[Node, Node] = {}
+    new: dict[Node, Node] = {}
+    for node in walk(*formulas):
+        if node in scaled:
+            root = math.sqrt(abs(scaled[node][1]))
+            a, b = (new[x] for x in node.args)
+            primed[node] = make(node.name, make("Mult", a, Const(root)),
+                                make("Mult", b, Const(root)))
+            new[node] = make("Mult", primed[node], Const(1.0 / root))
+        elif node in products:
+            d, c = products[node]
+            norm = make("SqNorm2", primed[d])
+            new[node] = norm if c > 0 else make("Minus", norm)
+        elif isinstance(node, Op):
+            args = tuple(new[a] for a in node.args)
+            new[node] = node if args == node.args else make(node.name, *args, params=node.params)
+        else:
+            new[node] = node
+    return tuple(new[f] for f in formulas)
+
+
+def _hoisting_difference(node: Node, side: Callable[[Node], int]) -> bool:
+    """a - b or a + b of equal dims, neither depending on the pair: scaled, both hoist."""
+    return isinstance(node, Op) and node.name in ("Subtract", "Add") and \
+        node.args[0].dim == node.args[1].dim and all(side(a) != PAIR for a in node.args)

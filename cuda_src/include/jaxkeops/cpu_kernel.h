@@ -143,14 +143,30 @@ template <class F, class R> struct CpuSchedule {
 
   // The outer values stay scalars: the formula broadcasts them where it uses them, which the
   // compiler turns into broadcast loads hoisted out of the loop over reduced rows.
-  JK_FN static void load_outer(const jk_task* t, int64_t row, const S* ps, S* o) {
+  JK_FN static void load_raw_outer(const jk_task* t, int64_t row, S* o) {
     for (int a = 0; a < F::N_ARGS; ++a) {
       const ArgInfo& info = F::ARGS[a];
       if (info.role != OUTER) continue;
       const S* src = (const S*)t->args[a] + row * info.dim;
       for (int k = 0; k < info.dim; ++k) o[info.offset + k] = src[k];
     }
+  }
+  JK_FN static void load_outer(const jk_task* t, int64_t row, const S* ps, S* o) {
+    load_raw_outer(t, row, o);
     if constexpr (F::OUTER_DIM > F::OUTER_RAW) F::pre_outer(o, ps, o + F::OUTER_RAW);
+  }
+
+  // Writes a row's outputs: the reduction's values, through the formula's epilogue if it has
+  // one (the factors of the row, multiplied once per row rather than every pair).
+  JK_FN static void finish_row(const jk_task* t, const S* ps, const State& st, int64_t row) {
+    R::finish(st, t->outs, row);
+    if constexpr (F::EPILOGUE) {
+      S o[DO1], reduced[F::DIM];
+      load_raw_outer(t, row, o);
+      S* out = (S*)t->outs[0] + row * F::DIM;
+      for (int k = 0; k < F::DIM; ++k) reduced[k] = out[k];
+      F::epilogue(o, reduced, ps, out);
+    }
   }
 
   // Evaluates NR rows against NG consecutive vectors of the tile starting at vector g, and
@@ -242,7 +258,7 @@ template <class F, class R> struct CpuSchedule {
           }
         }
       }
-      for (int r = 0; r < rows; ++r) R::finish(w.states[r], t->outs, row0 + r);
+      for (int r = 0; r < rows; ++r) finish_row(t, w.ps, w.states[r], row0 + r);
     }
   }
 
