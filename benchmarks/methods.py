@@ -114,8 +114,11 @@ def _args(workload, data):
 
 def _prepare_jax(fn, workload, data, device=None):
     args = [jax.device_put(a, device) for a in _args(workload, data)]
-    compiled = jax.jit(fn).lower(*args).compile()  # traces and compiles without running
-    return lambda: jax.block_until_ready(compiled(*args))
+    jitted = jax.jit(fn)
+    jitted.lower(*args).compile()  # traces and compiles without running; the calls reuse it
+    # The jitted function, as users call it: its C++ fast path costs 1-2.5 us less per call
+    # than calling the Compiled object (measured at M = N = 30).
+    return lambda: jax.block_until_ready(jitted(*args))
 
 
 # ---------------------------------------------------------------- pykeops (optional)
