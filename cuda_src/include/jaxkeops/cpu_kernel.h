@@ -129,8 +129,8 @@ template <class F, class R> struct CpuSchedule {
   }
 
   // Packs the tile of rows [j0, j0 + nj); the next one to pack ends at next_end at most.
-  JK_FN static void pack_tile(const jk_task* t, S* buf, const V* p, int64_t j0, int nj,
-                              int64_t next_end) {
+  JK_OUTLINE static void pack_tile(const jk_task* t, S* buf, const V* p, int64_t j0, int nj,
+                                   int64_t next_end) {
     pack_args(t, buf, j0, nj, next_end, std::make_integer_sequence<int, F::N_ARGS>{});
     if constexpr (F::INNER_DIM > F::INNER_RAW) {
       const int groups = (nj + L - 1) / L;

@@ -28,11 +28,18 @@
 #define JK_AVX2 0
 #endif
 
+// JK_OUTLINE keeps a function that runs once per tile out of line: each inlined copy is
+// compile time, which is most of the first call of a new formula (the CPU tile packer, inlined
+// twice, was a sixth of a kernel's code: out of line, the Gaussian sum and the log-sum-exp
+// step compile about 0.3 s faster, 1.1-1.3 s instead of 1.4-1.6 s without the precompiled
+// header, and run as fast).
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define JK_FN __device__ __forceinline__
+#define JK_OUTLINE __device__ __noinline__
 #define JK_DEVICE 1
 #else
 #define JK_FN inline __attribute__((always_inline))
+#define JK_OUTLINE __attribute__((noinline))
 #define JK_DEVICE 0
 #endif
 
